@@ -6,8 +6,9 @@
 __all__ = ['logger', 'TERMINAL_STATUSES', 'JobStatus', 'BaseJob', 'UnknownPluginError', 'QueueFullError', 'ManagerClosedError',
            'NoWorkersError', 'WorkerCommandError', 'BaseJobManager', 'JobManager']
 
-# %% ../../nbs/managers/base.ipynb #52009658
-import asyncio, heapq, itertools, logging, pickle, queue, secrets, threading, weakref
+# %% ../../nbs/managers/base.ipynb #51ac33e0
+import asyncio, heapq, itertools, logging, pickle, queue, secrets, threading
+from multiprocessing import util as mp_util
 from abc import ABC, abstractmethod
 from collections import deque
 from concurrent.futures import Future
@@ -25,10 +26,10 @@ from ..core.backend import ProcessBackend, describe_exit
 from ..extensions.protocols import (
     PluginRegistryProtocol, ResourceManagerProtocol, EventBroadcasterProtocol, check_protocol)
 
-# %% ../../nbs/managers/base.ipynb #a7b53922
+# %% ../../nbs/managers/base.ipynb #052365d2
 logger = logging.getLogger(__name__)
 
-# %% ../../nbs/managers/base.ipynb #25d41efa
+# %% ../../nbs/managers/base.ipynb #143c40bd
 class JobStatus(str, Enum):
     "Where a job is in its lifecycle."
     PENDING = 'pending'
@@ -41,7 +42,7 @@ TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.
 
 def _now() -> datetime: return datetime.now(timezone.utc)
 
-# %% ../../nbs/managers/base.ipynb #f88a7f08
+# %% ../../nbs/managers/base.ipynb #b3e9454c
 @dataclass(eq=False)
 class BaseJob:
     "A unit of work for one plugin. Subclass it to carry more fields."
@@ -80,7 +81,7 @@ class BaseJob:
                 'worker_pid': self.worker_pid, 'progress': self.progress, 'progress_message': self.progress_message,
                 'error': self.error}
 
-# %% ../../nbs/managers/base.ipynb #4372be41
+# %% ../../nbs/managers/base.ipynb #b83bc109
 class UnknownPluginError(ValueError):
     "`start_job` was given a plugin id that the registry (or the workers) do not know."
 
@@ -96,7 +97,7 @@ class NoWorkersError(RuntimeError):
 class WorkerCommandError(RuntimeError):
     "A worker could not carry out a command (reload, unload)."
 
-# %% ../../nbs/managers/base.ipynb #4fd0b5e5
+# %% ../../nbs/managers/base.ipynb #23f601df
 class _IntegrationThread:
     "Runs integration calls in order on one daemon thread, never on the event loop."
     def __init__(self, name: str, max_backlog: int):
@@ -130,7 +131,7 @@ class _IntegrationThread:
     def stop(self):
         if self.thread is not None: self.calls.put(None)
 
-# %% ../../nbs/managers/base.ipynb #58a1d09c
+# %% ../../nbs/managers/base.ipynb #60d3a201
 class _Slot:
     "One place in the worker pool and the worker currently in it."
     def __init__(self, index: int):
@@ -154,7 +155,7 @@ class _Slot:
         return {'slot': self.index, 'pid': self.pid, 'state': self.state, 'restarts': self.restarts,
                 'job_id': self.job.id if self.job else None, 'plugin_id': self.job.plugin_id if self.job else None}
 
-# %% ../../nbs/managers/base.ipynb #bc108bab
+# %% ../../nbs/managers/base.ipynb #e24a9f8e
 class BaseJobManager(ABC):
     "Runs jobs for one category of plugins in a pool of worker processes."
     def __init__(self,
@@ -202,7 +203,8 @@ class BaseJobManager(ABC):
         self._events_dropped = 0
         self._resource_calls = _IntegrationThread('resource_manager', self.config.max_event_backlog)
         self._registry_calls = _IntegrationThread('plugin_registry', self.config.max_event_backlog)
-        self._finalizer = weakref.finalize(self, _last_resort_cleanup, self.backend)
+        # multiprocessing's exit hook joins child processes; a Finalize with an exit priority runs before that join
+        self._finalizer = mp_util.Finalize(self, _last_resort_cleanup, args=(self.backend,), exitpriority=10)
 
     @abstractmethod
     def create_job(self, plugin_id: str, **kwargs) -> BaseJob:
@@ -220,14 +222,14 @@ class BaseJobManager(ABC):
     def extract_job_result(self, job: BaseJob, result_data: Any) -> Any:
         "What to keep as `job.result` from the plugin's output."
 
-# %% ../../nbs/managers/base.ipynb #1b34ef36
+# %% ../../nbs/managers/base.ipynb #c6e4a3a8
 def _last_resort_cleanup(backend) -> None:
     "Kill and reap worker processes of a manager that was never shut down (at exit or when it is collected)."
     kill_all = getattr(backend, 'kill_all', None)
     if kill_all is not None and kill_all(0.5):
         logging.getLogger('cjm_fasthtml_workers.managers.base').warning("killed worker processes of a job manager that was not shut down")
 
-# %% ../../nbs/managers/base.ipynb #c6117d8b
+# %% ../../nbs/managers/base.ipynb #5a224f13
 @patch
 def new_job_id(self: BaseJobManager) -> str:
     "A job id unique within this manager (cheap: a random prefix and a counter)."
@@ -246,7 +248,7 @@ def _resource(self: BaseJobManager, method: str, *args, **kwargs) -> None:
     if self.resource_manager is not None:
         self._resource_calls.submit(getattr(self.resource_manager, method), *args, **kwargs)
 
-# %% ../../nbs/managers/base.ipynb #0f5d616e
+# %% ../../nbs/managers/base.ipynb #11b7b24b
 @patch
 def _emit(self: BaseJobManager, event_type: str, data: Dict[str, Any]) -> None:
     if self.event_broadcaster is None or self._loop is None: return
@@ -284,7 +286,7 @@ def _worker_event(self: BaseJobManager, event_type: str, slot: _Slot, status: st
         self._emit(event_type, {'pid': slot.pid, 'status': status, 'slot': slot.index, 'worker_type': self.worker_type,
                                 'restarts': slot.restarts, 'timestamp': _now().isoformat(), **extra})
 
-# %% ../../nbs/managers/base.ipynb #705a223b
+# %% ../../nbs/managers/base.ipynb #124515a0
 @patch
 def _transition(self: BaseJobManager, job: BaseJob, status: JobStatus, **extra) -> bool:
     "Move a job to `status`, record when, wake its waiters and announce it; False if it had already finished."
@@ -331,7 +333,7 @@ def _cancel(self: BaseJobManager, job: BaseJob, reason: str) -> None:
     job.error = reason
     self._transition(job, JobStatus.CANCELLED, error=reason)
 
-# %% ../../nbs/managers/base.ipynb #f810e898
+# %% ../../nbs/managers/base.ipynb #4035c114
 @patch
 async def start(self: BaseJobManager) -> None:
     "Start the worker pool and wait until every worker is ready (or has failed to start); `start_job` does this on first use."
@@ -340,14 +342,19 @@ async def start(self: BaseJobManager) -> None:
     if self._loop is None:
         self._loop, self._ready = loop, loop.create_future()
         for slot in self._slots: self._spawn(self._launch(slot))
-    elif self._loop is not loop:
-        raise RuntimeError(f"{type(self).__name__} is bound to the event loop it was first used on; call it from that loop")
+    else: self._check_loop()
     if not self._ready.done():
         try: await asyncio.wait_for(asyncio.shield(self._ready), self.config.worker_start_timeout)
         except asyncio.TimeoutError:
             raise NoWorkersError(f"no {self.worker_type} worker became ready within {self.config.worker_start_timeout}s"
                                  f"{self._last_start_error()}") from None
     self._ready.result()
+
+@patch
+def _check_loop(self: BaseJobManager) -> None:
+    "Refuse calls from an event loop other than the one the manager runs on (its futures and timers live there)."
+    if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+        raise RuntimeError(f"{type(self).__name__} is bound to the event loop it was first used on; call it from that loop")
 
 @patch
 def _last_start_error(self: BaseJobManager) -> str:
@@ -376,7 +383,7 @@ def _start_timed_out(self: BaseJobManager, slot: _Slot, handle) -> None:
         slot.start_error = {'type': 'TimeoutError', 'message': f"worker did not become ready within {self.config.worker_start_timeout}s", 'traceback': None}
         handle.kill()
 
-# %% ../../nbs/managers/base.ipynb #347cae5d
+# %% ../../nbs/managers/base.ipynb #b59d7d4d
 @patch
 def _on_message(self: BaseJobManager, handle, msg) -> None:
     slot = self._by_handle.get(handle)
@@ -460,7 +467,7 @@ def _on_progress(self: BaseJobManager, slot: _Slot, msg: ProgressReply) -> None:
     if self.event_broadcaster is not None:
         self._emit('job:progress', {'job_id': job.id, 'status': job.status.value, 'progress': msg.progress, 'message': msg.message})
 
-# %% ../../nbs/managers/base.ipynb #b8c5062b
+# %% ../../nbs/managers/base.ipynb #a2777215
 @patch
 def _dispatch(self: BaseJobManager) -> None:
     "Give pending jobs to idle workers."
@@ -495,7 +502,7 @@ def _release(self: BaseJobManager, slot: _Slot) -> None:
     self._idle.append(slot)
     self._resource('update_worker_state', slot.pid, status='idle')
 
-# %% ../../nbs/managers/base.ipynb #386d6ac1
+# %% ../../nbs/managers/base.ipynb #0dfc0752
 @patch
 def _stop_worker(self: BaseJobManager, slot: _Slot, reason: str) -> None:
     slot.cancel_timer()
@@ -514,7 +521,7 @@ def _on_timeout(self: BaseJobManager, slot: _Slot, job: BaseJob, seconds: float)
     self._fail(job, f"TimeoutError: the job ran longer than its {seconds}s timeout and was stopped")
     self._stop_worker(slot, 'timeout')
 
-# %% ../../nbs/managers/base.ipynb #f5b25cf6
+# %% ../../nbs/managers/base.ipynb #fdcfd22a
 @patch
 def _on_exit(self: BaseJobManager, handle, exitcode: Optional[int]) -> None:
     slot = self._by_handle.pop(handle, None)
@@ -553,11 +560,15 @@ def _after_worker_end(self: BaseJobManager, slot: _Slot, stopped_by_manager: boo
     slot.timer = self._loop.call_later(delay, lambda: self._spawn(self._launch(slot)))
 
 @patch
+def _no_workers_message(self: BaseJobManager) -> str:
+    return (f"no {self.worker_type} worker is available: every worker ended and the restart policy "
+            f"({self.config.restart_policy.value}) does not replace it{self._last_start_error()}")
+
+@patch
 def _check_capacity(self: BaseJobManager) -> None:
     "With every slot retired, fail what is pending and refuse new jobs."
     if any(s.state != 'retired' for s in self._slots): return
-    message = (f"no {self.worker_type} worker is available: every worker ended and the restart policy "
-               f"({self.config.restart_policy.value}) does not replace it{self._last_start_error()}")
+    message = self._no_workers_message()
     if not self._ready.done(): self._ready.set_exception(NoWorkersError(message))
     while self._queue:
         job = heapq.heappop(self._queue)[2]
@@ -565,7 +576,7 @@ def _check_capacity(self: BaseJobManager) -> None:
             self._pending -= 1; self._payloads.pop(job.id, None)
             self._fail(job, f"NoWorkersError: {message}")
 
-# %% ../../nbs/managers/base.ipynb #38346109
+# %% ../../nbs/managers/base.ipynb #5ee981df
 def _registry_lookup(registry, plugin_id):
     "Runs on the registry thread: the plugin's metadata and configuration."
     meta = registry.get_plugin(plugin_id)
@@ -595,7 +606,7 @@ async def _plugin_config(self: BaseJobManager, plugin_id: str) -> Dict[str, Any]
         raise TypeError(f"the plugin registry returned a {type(config).__name__} as the configuration of {plugin_id!r}; a dict is required")
     return config
 
-# %% ../../nbs/managers/base.ipynb #a9cbf8b8
+# %% ../../nbs/managers/base.ipynb #1c2f863f
 def _pickle_params(plugin_id: str, params: Dict[str, Any]) -> bytes:
     try: return pickle.dumps(params, pickle.HIGHEST_PROTOCOL)
     except Exception as e:
@@ -606,7 +617,7 @@ def _pickle_params(plugin_id: str, params: Dict[str, Any]) -> bytes:
                                 f"({type(value).__name__} is not picklable: {inner}); pass plain data such as str, numbers, lists, dicts or bytes") from None
         raise TypeError(f"the parameters of a {plugin_id!r} job cannot be sent to a worker process: {e}") from None
 
-# %% ../../nbs/managers/base.ipynb #7eb65386
+# %% ../../nbs/managers/base.ipynb #83868d03
 @patch
 async def start_job(self: BaseJobManager,
                     plugin_id: str,  # The plugin to run
@@ -620,7 +631,8 @@ async def start_job(self: BaseJobManager,
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise TypeError(f"priority must be an integer, got {priority!r}")
     if self._ready is None or not self._ready.done() or self._ready.exception() is not None: await self.start()
-    if all(s.state == 'retired' for s in self._slots): self._check_capacity(); self._ready.result()
+    else: self._check_loop()
+    if all(s.state == 'retired' for s in self._slots): raise NoWorkersError(self._no_workers_message())
     config = await self._plugin_config(plugin_id)
     limit = self.config.max_queue_size
     if limit is not None and self._pending >= limit:
@@ -642,12 +654,13 @@ async def start_job(self: BaseJobManager,
     self._dispatch()
     return job
 
-# %% ../../nbs/managers/base.ipynb #5509310e
+# %% ../../nbs/managers/base.ipynb #cc9b3375
 @patch
 async def cancel_job(self: BaseJobManager,
                      job_id: str,  # The job to cancel
                     ) -> bool:  # True if the job was pending or running and is now cancelled
     "Cancel a pending or running job; False if it had already finished."
+    self._check_loop()
     job = self._get(job_id)
     if job.status is JobStatus.PENDING:
         self._pending -= 1; self._payloads.pop(job.id, None)
@@ -666,13 +679,14 @@ def _get(self: BaseJobManager, job_id: str) -> BaseJob:
     if job is None: raise KeyError(f"no job {job_id!r} (unknown, or forgotten under the history retention settings)")
     return job
 
-# %% ../../nbs/managers/base.ipynb #10e92495
+# %% ../../nbs/managers/base.ipynb #60c9d98b
 @patch
 async def wait_for_job(self: BaseJobManager,
                        job_id: str,  # The job to wait for
                        timeout: Optional[float] = None,  # Seconds to wait; None waits as long as it takes
                       ) -> BaseJob:  # The finished job
     "Wait until a job is completed, failed or cancelled."
+    self._check_loop()
     job = self._get(job_id)
     if job.status in TERMINAL_STATUSES: return job
     fut = asyncio.get_running_loop().create_future()
@@ -689,6 +703,7 @@ async def stream_job(self: BaseJobManager,
                      job_id: str,  # A job of a streaming plugin
                     ) -> AsyncIterator[Any]:  # Its chunks, from the first, as they arrive
     "Iterate over a job's streamed chunks, from the first one, until the job finishes."
+    self._check_loop()
     job, seen = self._get(job_id), 0
     while True:
         while seen < len(job.chunks):
@@ -698,7 +713,7 @@ async def stream_job(self: BaseJobManager,
         self._chunk_waiters.setdefault(job_id, []).append(fut)
         await fut
 
-# %% ../../nbs/managers/base.ipynb #5b515729
+# %% ../../nbs/managers/base.ipynb #cd296451
 @patch
 def _resolve_command(self: BaseJobManager, req_id: int, state=None, error=None) -> None:
     fut = self._commands.pop(req_id, None)
@@ -742,7 +757,7 @@ async def unload_plugin(self: BaseJobManager,
     "Unload a plugin from every worker, freeing what it holds; the next job for it loads it again."
     return await self._broadcast_command(lambda rid: UnloadRequest(rid, plugin_id))
 
-# %% ../../nbs/managers/base.ipynb #d4186da0
+# %% ../../nbs/managers/base.ipynb #07c738bf
 @patch
 def get_job(self: BaseJobManager, job_id: str) -> Optional[BaseJob]:
     "The job with this id, or None when unknown or forgotten."
@@ -800,7 +815,7 @@ def get_stats(self: BaseJobManager) -> Dict[str, int]:
     running = sum(1 for s in self._slots if s.job is not None)
     return {'pending': self._pending, 'running': running, 'held': len(self._jobs), 'workers': sum(1 for s in self._slots if s.handle is not None)}
 
-# %% ../../nbs/managers/base.ipynb #1b748d2e
+# %% ../../nbs/managers/base.ipynb #f1e26783
 @patch
 async def shutdown(self: BaseJobManager,
                    grace: Optional[float] = None,  # Seconds before killing workers; default `WorkerConfig.shutdown_grace`
@@ -857,9 +872,9 @@ def _finish_shutdown(self: BaseJobManager) -> None:
     kill_all = getattr(self.backend, 'kill_all', None)
     if kill_all is not None: kill_all(0)
     self._resource_calls.stop(); self._registry_calls.stop()
-    self._finalizer.detach()
+    self._finalizer.cancel()
 
-# %% ../../nbs/managers/base.ipynb #fa0c9686
+# %% ../../nbs/managers/base.ipynb #ada757f2
 class JobManager(BaseJobManager):
     "A ready-to-use job manager: give it the entry point that builds the workers' plugins."
     def __init__(self,

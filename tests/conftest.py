@@ -1,0 +1,46 @@
+"""Shared fixtures: every test must leave no child process behind."""
+import asyncio, multiprocessing, os, sys
+from pathlib import Path
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # spawned workers inherit sys.path, so test plugins import there too
+
+
+def child_pids(parent: int = None) -> set:
+    "Pids of live (non-zombie) processes whose parent is `parent` (default: this process), from /proc."
+    parent = os.getpid() if parent is None else parent
+    pids = set()
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit(): continue
+        try: stat = Path(f'/proc/{entry}/stat').read_text()
+        except OSError: continue
+        fields = stat[stat.rindex(')') + 2:].split()
+        if int(fields[1]) == parent and fields[0] != 'Z' and not _is_multiprocessing_helper(int(entry)): pids.add(int(entry))
+    return pids
+
+
+def _is_multiprocessing_helper(pid: int) -> bool:
+    "multiprocessing's own long-lived helpers (resource tracker, forkserver) live as long as the test process: not leaks."
+    try: cmdline = Path(f'/proc/{pid}/cmdline').read_bytes()
+    except OSError: return False
+    return b'resource_tracker' in cmdline or b'forkserver' in cmdline
+
+
+def pid_alive(pid: int) -> bool:
+    try: state = Path(f'/proc/{pid}/stat').read_text()
+    except OSError: return False
+    return state[state.rindex(')') + 2] != 'Z'
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes():
+    before = child_pids()
+    yield
+    assert multiprocessing.active_children() == [], "a test left multiprocessing children running"
+    leaked = child_pids() - before
+    assert not leaked, f"a test left child processes running: {sorted(leaked)}"
+
+
+def run(coro, timeout: float = 120):
+    "Run a coroutine to completion on a fresh event loop, with an overall time limit."
+    return asyncio.run(asyncio.wait_for(coro, timeout))

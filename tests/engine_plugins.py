@@ -1,0 +1,36 @@
+"""Worker entry points and plugins used only by the tests (importable by spawned workers)."""
+import os, signal, threading, time
+from cjm_fasthtml_workers.core.adapters import Plugin
+from cjm_fasthtml_workers.demo.plugins import demo_plugins
+
+
+class ConfigEcho(Plugin):
+    "Returns the configuration it was loaded with and how many times it was loaded in this process."
+    loads = 0
+    def initialize(self, config):
+        ConfigEcho.loads += 1
+        self.config = config
+    def execute(self, **params):
+        return {'config': self.config, 'loads': ConfigEcho.loads, 'pid': os.getpid(), 'params': params}
+
+
+def unpicklable_result(**_):
+    return threading.Lock()
+
+
+def stubborn_sleep(seconds: float = 60, **_):
+    "Ignores SIGTERM, so only SIGKILL ends it."
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(seconds)
+
+
+def plugins_for_tests():
+    plugins = demo_plugins()
+    plugins.add('config-echo', ConfigEcho)
+    plugins.add('unpicklable', unpicklable_result)
+    plugins.add('stubborn', stubborn_sleep)
+    return plugins
+
+
+def broken_entry_point():
+    raise RuntimeError("cannot load the model weights")

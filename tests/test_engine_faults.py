@@ -1,0 +1,236 @@
+"""Crashes, timeouts, restart policies, random cancels under load, shutdown and Ctrl-C."""
+import asyncio, os, random, signal, subprocess, sys, textwrap, time
+from pathlib import Path
+import pytest
+from conftest import run, pid_alive
+from engine_plugins import plugins_for_tests, broken_entry_point
+from cjm_fasthtml_workers.core.config import WorkerConfig
+from cjm_fasthtml_workers.managers.base import JobManager, JobStatus, NoWorkersError
+
+TERMINAL = {'completed', 'failed', 'cancelled'}
+
+
+def manager(entry_point=plugins_for_tests, broadcaster=None, **config):
+    return JobManager('test', 'test', entry_point=entry_point, event_broadcaster=broadcaster, worker_config=WorkerConfig(**config))
+
+
+class Recorder:
+    "An event broadcaster that records (type, data, loop time) for every event."
+    def __init__(self): self.events = []
+    async def broadcast(self, event_type, data): self.events.append((event_type, data, time.monotonic()))
+    def of(self, prefix): return [(t, d) for t, d, _ in self.events if t.startswith(prefix)]
+
+
+@pytest.mark.parametrize('how,cause', [('kill', 'killed by signal SIGKILL (exit code -9)'),
+                                       ('exit', 'exited with code 3'),
+                                       ('segfault', 'killed by signal SIGSEGV (exit code -11)')])
+def test_worker_death_mid_job_fails_only_that_job(how, cause):
+    async def main():
+        m = manager(max_workers=2)
+        try:
+            before = [await m.start_job('spin', ms=2) for _ in range(3)]
+            dying = await m.start_job('crash', how=how, delay=0.05)
+            after = [await m.start_job('echo', text=str(i)) for i in range(6)]
+            for j in before + [dying] + after: await m.wait_for_job(j.id, 60)
+            return before, dying, after, m.get_workers()
+        finally: await m.shutdown()
+    before, dying, after, workers = run(main())
+    assert dying.status == JobStatus.FAILED
+    assert dying.error == f"the worker process (pid {dying.worker_pid}) {cause} while running the job"
+    assert dying.error_info['type'] == 'WorkerDied'
+    assert all(j.status == JobStatus.COMPLETED for j in before + after)
+    assert sum(w['restarts'] for w in workers) == 1
+
+
+def test_job_timeout_fails_job_and_replaces_worker():
+    async def main():
+        m = manager(max_workers=1, job_timeout=0.3)
+        try:
+            slow = await m.start_job('sleep', seconds=30)
+            nxt = await m.start_job('echo', text='next')
+            await m.wait_for_job(nxt.id, 30)
+            return slow, nxt, m.get_workers()
+        finally: await m.shutdown()
+    slow, nxt, workers = run(main())
+    assert slow.status == JobStatus.FAILED and "ran longer than its 0.3s timeout" in slow.error
+    assert (slow.completed_at - slow.started_at).total_seconds() >= 0.3
+    assert nxt.status == JobStatus.COMPLETED and nxt.worker_pid != slow.worker_pid
+    assert workers[0]['restarts'] == 1
+
+
+def test_per_job_timeout_overrides_config():
+    class Timed(JobManager):
+        def create_job(self, plugin_id, **kwargs):
+            job = super().create_job(plugin_id, **kwargs); job.timeout = 0.2; return job
+    async def main():
+        m = Timed('t', 't', entry_point=plugins_for_tests)
+        try: return await m.wait_for_job((await m.start_job('sleep', seconds=30)).id, 30)
+        finally: await m.shutdown()
+    assert "its 0.2s timeout" in run(main()).error
+
+
+def test_policy_never_fails_pending_jobs_when_no_worker_is_left():
+    async def main():
+        m = manager(max_workers=1, restart_policy='never')
+        try:
+            crash = await m.start_job('crash', how='kill', delay=0.05)
+            pending = [await m.start_job('echo') for _ in range(3)]
+            for j in [crash] + pending: await m.wait_for_job(j.id, 30)
+            with pytest.raises(NoWorkersError, match="restart policy \\(never\\)"): await m.start_job('echo')
+            return crash, pending, m.get_workers()
+        finally: await m.shutdown()
+    crash, pending, workers = run(main())
+    assert crash.status == JobStatus.FAILED
+    assert all(j.status == JobStatus.FAILED and 'NoWorkersError' in j.error for j in pending)
+    assert workers[0]['state'] in ('retired', 'stopped')
+
+
+def test_policy_on_cancellation_replaces_cancelled_not_crashed():
+    async def main():
+        m = manager(max_workers=1, restart_policy='on_cancellation')
+        try:
+            running = await m.start_job('sleep', seconds=30)
+            await m.cancel_job(running.id)
+            replaced = await m.wait_for_job((await m.start_job('echo')).id, 30)
+            crash = await m.wait_for_job((await m.start_job('crash', how='exit')).id, 30)
+            with pytest.raises(NoWorkersError): await m.start_job('echo')
+            return running, replaced, crash
+        finally: await m.shutdown()
+    running, replaced, crash = run(main())
+    assert replaced.status == JobStatus.COMPLETED and replaced.worker_pid != running.worker_pid
+    assert crash.status == JobStatus.FAILED
+
+
+def test_policy_always_gives_up_after_max_restart_attempts():
+    async def main():
+        rec = Recorder()
+        m = manager(max_workers=1, restart_policy='always', max_restart_attempts=2, broadcaster=rec)
+        try:
+            crashes = [await m.wait_for_job((await m.start_job('crash', how='exit')).id, 30) for _ in range(3)]
+            with pytest.raises(NoWorkersError): await m.start_job('echo')
+            await asyncio.sleep(0)  # let the event pump run
+            return crashes, rec
+        finally: await m.shutdown()
+    crashes, rec = run(main())
+    assert all(c.status == JobStatus.FAILED for c in crashes)
+    assert len({c.worker_pid for c in crashes}) == 3
+    assert [t for t, _ in rec.of('worker:')].count('worker:restarted') == 2
+
+
+def test_successful_job_resets_crash_count():
+    async def main():
+        m = manager(max_workers=1, restart_policy='always', max_restart_attempts=1)
+        try:
+            for _ in range(3):
+                await m.wait_for_job((await m.start_job('crash', how='exit')).id, 30)
+                ok = await m.wait_for_job((await m.start_job('echo')).id, 30)
+                assert ok.status == JobStatus.COMPLETED
+            return m.get_workers()
+        finally: await m.shutdown()
+    assert run(main())[0]['restarts'] == 3
+
+
+def test_policy_backoff_waits_before_restarting():
+    async def main():
+        rec = Recorder()
+        m = manager(max_workers=1, restart_policy='backoff', restart_backoff_base=0.3, restart_backoff_max=0.6, broadcaster=rec)
+        try:
+            for _ in range(2): await m.wait_for_job((await m.start_job('crash', how='exit')).id, 30)
+            await m.wait_for_job((await m.start_job('echo')).id, 30)
+            return rec
+        finally: await m.shutdown()
+    rec = run(main())
+    stops = [t for kind, _, t in rec.events if kind == 'worker:stopped']
+    restarts = [t for kind, _, t in rec.events if kind == 'worker:restarted']
+    assert len(restarts) == 2
+    assert restarts[0] - stops[0] >= 0.3 and restarts[1] - stops[1] >= 0.6
+
+
+def test_entry_point_failure_is_reported_clearly():
+    async def main():
+        m = manager(entry_point=broken_entry_point, max_workers=1, restart_policy='always', max_restart_attempts=1)
+        try:
+            with pytest.raises(NoWorkersError, match="RuntimeError: cannot load the model weights"): await m.start_job('echo')
+            return m.get_all_jobs()
+        finally: await m.shutdown()
+    assert run(main()) == []
+
+
+def test_500_jobs_random_cancels_each_end_exactly_once():
+    rng = random.Random(1234)
+    async def main():
+        m = manager(max_workers=2, start_method='fork')
+        try:
+            jobs, cancelled_running = [], 0
+            for i in range(500):
+                kind = rng.random()
+                if kind < 0.02: jobs.append(await m.start_job('sleep', seconds=30))
+                elif kind < 0.05: jobs.append(await m.start_job('fail'))
+                else: jobs.append(await m.start_job('spin', ms=rng.choice([0, 0.2, 1])))
+                if rng.random() < 0.15:
+                    victim = rng.choice(jobs)
+                    was_running = victim.status == JobStatus.RUNNING
+                    if await m.cancel_job(victim.id): cancelled_running += was_running
+                if i % 50 == 0: await asyncio.sleep(0.001)
+            for j in jobs:
+                if j.plugin_id == 'sleep': await m.cancel_job(j.id)
+            for j in jobs: await m.wait_for_job(j.id, 60)
+            return jobs, m.get_stats(), cancelled_running
+        finally: await m.shutdown()
+    jobs, stats, cancelled_running = run(main(), timeout=300)
+    assert stats['pending'] == 0 and stats['running'] == 0
+    for j in jobs:
+        ends = [s for s, _ in j.transitions if s in TERMINAL]
+        assert len(ends) == 1 and ends[0] == j.status.value, (j.id, j.transitions)
+    counts = {s: sum(j.status.value == s for j in jobs) for s in TERMINAL}
+    assert counts['completed'] > 300 and counts['cancelled'] > 10 and counts['failed'] > 0, counts
+    assert all(j.status != JobStatus.FAILED or j.plugin_id == 'fail' for j in jobs), "only the failing plugin may fail"
+
+
+def test_shutdown_cancels_everything_and_kills_stubborn_workers():
+    async def main():
+        m = manager(max_workers=2, start_method='fork')
+        stubborn = await m.start_job('stubborn', seconds=60)
+        running = await m.start_job('sleep', seconds=60)
+        pending = [await m.start_job('echo') for _ in range(3)]
+        pids = [w['pid'] for w in m.get_workers()]
+        start = time.monotonic()
+        await m.shutdown(grace=0.5)
+        return stubborn, running, pending, pids, time.monotonic() - start
+    stubborn, running, pending, pids, took = run(main())
+    assert all(j.status == JobStatus.CANCELLED for j in [stubborn, running] + pending)
+    assert took < 3, f"shutdown took {took:.2f}s"
+    assert not any(pid_alive(p) for p in pids)
+
+
+def test_ctrl_c_of_the_app_leaves_no_process(tmp_path):
+    script = tmp_path / 'app.py'
+    script.write_text(textwrap.dedent(f'''
+        import asyncio, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from engine_plugins import plugins_for_tests
+        from cjm_fasthtml_workers.core.config import WorkerConfig
+        from cjm_fasthtml_workers.managers.base import JobManager
+        async def main():
+            m = JobManager('app', 'app', entry_point=plugins_for_tests, worker_config=WorkerConfig(max_workers=2))
+            await m.start_job('sleep', seconds=60)
+            await m.start_job('sleep', seconds=60)
+            await m.start_job('echo')
+            print(' '.join(str(w['pid']) for w in m.get_workers()), flush=True)
+            await asyncio.Event().wait()
+        if __name__ == '__main__':
+            asyncio.run(main())
+    '''))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    app = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        pids = [int(p) for p in app.stdout.readline().split()]
+        assert len(pids) == 2 and all(pid_alive(p) for p in pids)
+        os.killpg(app.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+        app.wait(timeout=30)
+    finally:
+        if app.poll() is None: os.killpg(app.pid, signal.SIGKILL); app.wait()
+        app.stdout.close()
+    deadline = time.monotonic() + 10
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline: time.sleep(0.05)
+    assert not any(pid_alive(p) for p in pids), "worker processes survived Ctrl-C of the app"
