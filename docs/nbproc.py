@@ -186,7 +186,7 @@ class Linker:
             if fence:
                 if m and m.group(1) == fence: fence = None
             elif m: fence = m.group(1)
-            else: line = _re_code_span.sub(self._sub, line)
+            elif not line.lstrip().startswith('#'): line = _re_code_span.sub(self._sub, line)  # headings stay plain
             out.append(line)
         return ''.join(out)
 
@@ -256,6 +256,17 @@ def fence(body, lang=''):
     return f"{f}{lang}\n{body.rstrip()}\n{f}"
 
 
+_re_attr_link = re.compile(r'\[([^\]]+)\]\(([^)\s]+)\)\{([^}]*)\}')
+
+
+def attr_links(md, html=False):
+    """Pandoc/Quarto links with attributes, `[text](url){target="_blank" ...}` (nbdev's `show_doc`
+    writes its `[source]` link that way): the attributes dropped (markdown), or an HTML link with
+    class `attr-link`, opening in a new tab (`html=True`)."""
+    if html: return _re_attr_link.sub(lambda m: f'<a class="attr-link" href="{m.group(2)}" target="_blank" rel="noopener">{m.group(1)}</a>', md)
+    return _re_attr_link.sub(lambda m: f'[{m.group(1)}]({m.group(2)})', md)
+
+
 # ---------------------------------------------------------------- 3a. README markdown
 
 def to_markdown(nb, linker=None, fallback_title='README'):
@@ -263,12 +274,12 @@ def to_markdown(nb, linker=None, fallback_title='README'):
     frontmatter, markdown cells as they are, code cells fenced as `python`, their outputs after
     them (markdown as is, text in plain fences)."""
     linker = linker or (lambda s: s)
-    parts = [title_block(nb, fallback_title)]
+    parts = [linker(title_block(nb, fallback_title))]
     for cell in nb.cells:
         s = src(cell)
         if cell.cell_type == 'raw': continue
         if cell.cell_type == 'markdown':
-            if s.strip(): parts.append(linker(s.strip()))
+            if s.strip(): parts.append(linker(attr_links(s.strip())))
             continue
         opts, code = split_directives(s)
         if opts.get('include') == 'false': continue
@@ -288,7 +299,7 @@ def output_markdown(out, linker):
     if kind == 'error':
         return fence('\n'.join(_strip_ansi(text(l)) for l in out.get('traceback', [])))
     data = out.get('data', {}) or {}
-    if 'text/markdown' in data: return linker(text(data['text/markdown']).strip())
+    if 'text/markdown' in data: return linker(attr_links(text(data['text/markdown']).strip()))
     if 'text/html' in data: return text(data['text/html']).strip()
     if 'text/plain' in data: return fence(text(data['text/plain']))
     return ''
@@ -401,13 +412,13 @@ def to_myst(nb, page, pages):
     the page and its table of contents, as with Quarto), deterministic cell ids, links between
     pages relative."""
     linker = site_linker(page, pages)
-    cells = [dict(cell_type='markdown', metadata={}, source=title_block(nb, Path(page).name))]
+    cells = [dict(cell_type='markdown', metadata={}, source=linker(title_block(nb, Path(page).name)))]
     def md_cell(md): cells.append(dict(cell_type='markdown', metadata={}, source=md))
     for cell in nb.cells:
         s = src(cell)
         if cell.cell_type == 'raw': continue
         if cell.cell_type == 'markdown':
-            if s.strip(): md_cell(linker(quarto_divs(s)))
+            if s.strip(): md_cell(linker(attr_links(quarto_divs(s), html=True)))
             continue
         opts, code = split_directives(s)
         if opts.get('include') == 'false': continue
@@ -423,11 +434,12 @@ def to_myst(nb, page, pages):
         if asis and opts.get('output') != 'false':
             for out in outputs:
                 md = _asis_markdown(out)
-                if md and md.strip(): md_cell(_showdoc_md(linker(md)))
+                if md and md.strip(): md_cell(_showdoc_md(linker(attr_links(md, html=True))))
     for cell in cells:
         if cell['cell_type'] == 'code':
             for out in cell['outputs']:
-                if 'text/markdown' in out.get('data', {}): out['data']['text/markdown'] = linker(out['data']['text/markdown'])
+                if 'text/markdown' in out.get('data', {}):
+                    out['data']['text/markdown'] = linker(attr_links(out['data']['text/markdown'], html=True))
     for i, c in enumerate(cells): c['id'] = f'cell-{i}'
     return dict(cells=cells, nbformat=4, nbformat_minor=5,
                 metadata={'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'},
