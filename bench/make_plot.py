@@ -1,0 +1,52 @@
+"""Draw the Performance page's figure from a run_all.py --out file, as a plain SVG (no plotting library).
+
+    python bench/make_plot.py bench/results.json nbs/performance_throughput.svg
+"""
+import json, sys
+
+
+def bars(groups, title, unit, width=640, height=300):
+    "A grouped bar chart: groups = [(label, [(series, value, colour), ...]), ...]."
+    top = max(v for _, series in groups for _, v, _ in series) * 1.15
+    left, bottom, plot_h = 60, 40, height - 90
+    slot = (width - left - 20) / len(groups)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
+    for i in range(5):  # grid and y labels
+        v = top * i / 4; y = 40 + plot_h - plot_h * i / 4
+        out.append(f'<line x1="{left}" x2="{width - 20}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{v / 1000:.0f}k</text>')
+    out.append(f'<text x="14" y="{40 + plot_h / 2}" transform="rotate(-90 14 {40 + plot_h / 2})" text-anchor="middle">{unit}</text>')
+    legend = {}
+    for g, (label, series) in enumerate(groups):
+        bw = slot * 0.7 / len(series)
+        x0 = left + g * slot + slot * 0.15
+        for s, (name, v, colour) in enumerate(series):
+            h = plot_h * v / top; x = x0 + s * bw; y = 40 + plot_h - h
+            out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bw - 2:.1f}" height="{h:.1f}" fill="{colour}"><title>{name}: {v:,.0f}</title></rect>')
+            out.append(f'<text x="{x + bw / 2 - 1:.1f}" y="{y - 3:.1f}" text-anchor="middle" font-size="10">{v / 1000:.1f}k</text>')
+            legend[name] = colour
+        out.append(f'<text x="{left + g * slot + slot / 2:.1f}" y="{40 + plot_h + 16}" text-anchor="middle">{label}</text>')
+    x = left
+    for name, colour in legend.items():
+        out.append(f'<rect x="{x}" y="{height - 22}" width="12" height="12" fill="{colour}"/>')
+        out.append(f'<text x="{x + 16}" y="{height - 12}">{name}</text>'); x += 16 + 7.5 * len(name) + 20
+    out.append('</svg>')
+    return '\n'.join(out)
+
+
+def main():
+    src, dst = sys.argv[1], sys.argv[2]
+    r = json.load(open(src))
+    tp, sc = r['throughput']['results'], r['scale']['results']['workers']
+    M, P = '#2b6cb0', '#a0aec0'
+    groups = [(f"no-op, {w} worker{'s' if w > 1 else ''}", [('JobManager', tp[f'noop_w{w}']['manager_jobs_per_s'], M),
+                                                             ('ProcessPoolExecutor (spawn)', tp[f'noop_w{w}']['ppe_jobs_per_s'], P)]) for w in (1, 2)]
+    groups.append(('no-op, 4 workers', [('JobManager', sc['4']['manager_jobs_per_s'], M), ('ProcessPoolExecutor (spawn)', sc['4']['ppe_jobs_per_s'], P)]))
+    open(dst, 'w').write(bars(groups, 'No-op jobs per second (best of 3, same run)', 'jobs/s') + '\n')
+    print(f"wrote {dst}")
+
+
+if __name__ == '__main__':
+    main()
