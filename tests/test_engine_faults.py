@@ -234,3 +234,16 @@ def test_ctrl_c_of_the_app_leaves_no_process(tmp_path):
     deadline = time.monotonic() + 10
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline: time.sleep(0.05)
     assert not any(pid_alive(p) for p in pids), "worker processes survived Ctrl-C of the app"
+
+
+@pytest.mark.parametrize('method', ['fork', 'forkserver'])
+def test_other_start_methods_run_and_recover(method):
+    async def main():
+        m = manager(max_workers=1, start_method=method)
+        try:
+            crash = await m.wait_for_job((await m.start_job('crash', how='kill')).id, 30)
+            ok = await m.wait_for_job((await m.start_job('echo', text=method)).id, 30)
+            return crash, ok
+        finally: await m.shutdown()
+    crash, ok = run(main())
+    assert crash.status == JobStatus.FAILED and ok.status == JobStatus.COMPLETED and ok.result['text'] == method

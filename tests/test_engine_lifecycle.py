@@ -245,3 +245,17 @@ def test_manager_refuses_use_after_shutdown_and_from_another_loop():
     async def after():
         with pytest.raises(ManagerClosedError, match="has been shut down"): await m.start_job('echo')
     run(after())
+
+
+def test_wait_for_job_accepts_a_job_that_retention_already_forgot():
+    async def main():
+        m = manager(max_workers=2, max_history=5)
+        try:
+            jobs = [await m.start_job('noop') for _ in range(50)]
+            await asyncio.sleep(0)
+            done = [await m.wait_for_job(j, 30) for j in jobs]
+            return m, done
+        finally: await m.shutdown()
+    m, done = run(main())
+    assert all(j.status == JobStatus.COMPLETED for j in done)
+    assert m.get_job(done[0].id) is None

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['logger', 'report_progress', 'WorkerLoop', 'run_worker']
 
-# %% ../../nbs/core/worker.ipynb #1878ef70
+# %% ../../nbs/core/worker.ipynb #4a0173b5
 import logging, os, pickle, signal, sys
 from typing import Any, Callable, Dict, List, Optional
 from .protocol import (
@@ -13,10 +13,10 @@ from .protocol import (
     ReadyReply, ResultReply, ChunkReply, ProgressReply, StateReply, ErrorReply, error_info)
 from .adapters import adapt_plugin_manager
 
-# %% ../../nbs/core/worker.ipynb #ae353b97
+# %% ../../nbs/core/worker.ipynb #e4682b62
 logger = logging.getLogger(__name__)
 
-# %% ../../nbs/core/worker.ipynb #e340fb43
+# %% ../../nbs/core/worker.ipynb #b4830105
 _current_job = None  # (channel, req_id, job_id) of the job this worker is running
 
 def report_progress(
@@ -31,14 +31,14 @@ def report_progress(
     channel.send(ProgressReply(req_id, job_id, progress, message))
     return True
 
-# %% ../../nbs/core/worker.ipynb #91bda7e8
+# %% ../../nbs/core/worker.ipynb #dba169f8
 def _join_chunks(chunks: List[Any]) -> Any:
     "The full output of a stream: text and bytes joined, anything else as a list."
     if chunks and all(isinstance(c, str) for c in chunks): return ''.join(chunks)
     if chunks and all(isinstance(c, bytes) for c in chunks): return b''.join(chunks)
     return list(chunks)
 
-# %% ../../nbs/core/worker.ipynb #e00f887d
+# %% ../../nbs/core/worker.ipynb #5320f94e
 class WorkerLoop:
     "Answer manager requests with a plugin manager, one at a time."
     def __init__(self,
@@ -73,7 +73,7 @@ class WorkerLoop:
         "The worker's state: pid and loaded plugins, plus `extra`."
         return {'pid': os.getpid(), 'loaded_plugins': sorted(self.loaded), **extra}
 
-# %% ../../nbs/core/worker.ipynb #d1432f7a
+# %% ../../nbs/core/worker.ipynb #c1b4b5b5
 def _ensure_loaded(self: WorkerLoop, plugin_id: str, config: Dict[str, Any]) -> None:
     if plugin_id not in self.loaded: self.plugins.load_plugin(plugin_id, config)
     elif self.loaded[plugin_id] != config: self.plugins.reload_plugin(plugin_id, config)
@@ -112,7 +112,7 @@ def _execute(self: WorkerLoop, req: ExecuteRequest) -> None:
 
 WorkerLoop.execute = _execute
 
-# %% ../../nbs/core/worker.ipynb #a34b05e2
+# %% ../../nbs/core/worker.ipynb #108a9865
 def _cancel(self: WorkerLoop, req: CancelRequest) -> None:
     "Drop a job that has not started yet."
     self.dropped.add(req.job_id)
@@ -145,21 +145,21 @@ def _unload_all(self: WorkerLoop) -> None:
 
 WorkerLoop.cancel, WorkerLoop.reload, WorkerLoop.unload, WorkerLoop.state, WorkerLoop.unload_all = _cancel, _reload, _unload, _state, _unload_all
 
-# %% ../../nbs/core/worker.ipynb #65656673
-def _die_with_parent(parent_pid: int) -> None:
-    "Have the kernel kill this process when its parent dies (Linux); exit now if the parent is already gone."
+# %% ../../nbs/core/worker.ipynb #58d49655
+def _die_with_parent(parent_pid: Optional[int]) -> None:
+    "Have the kernel kill this process when its parent dies (Linux); exit now if the expected parent is already gone."
     if sys.platform.startswith('linux'):
         try:
             import ctypes
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except Exception: pass
-    if os.getppid() != parent_pid: os._exit(1)
+    if parent_pid is not None and os.getppid() != parent_pid: os._exit(1)
 
-# %% ../../nbs/core/worker.ipynb #509952b1
+# %% ../../nbs/core/worker.ipynb #a8a2b48b
 def run_worker(
     sock,  # The worker's end of a connected socket pair
     entry_point: Callable[[], Any],  # Called once here; returns the plugin manager (or a mapping of plugins)
-    parent_pid: int,  # The manager's pid, to exit with it
+    parent_pid: Optional[int],  # The manager's pid, to exit with it (None under 'forkserver', whose workers are the fork server's children)
     inherited_fd: Optional[int] = None,  # The manager's end of the socket pair, inherited under 'fork', to close
 ) -> None:
     "Main function of a worker process."

@@ -6,7 +6,7 @@
 __all__ = ['logger', 'TERMINAL_STATUSES', 'JobStatus', 'BaseJob', 'UnknownPluginError', 'QueueFullError', 'ManagerClosedError',
            'NoWorkersError', 'WorkerCommandError', 'BaseJobManager', 'JobManager']
 
-# %% ../../nbs/managers/base.ipynb #5a176471
+# %% ../../nbs/managers/base.ipynb #c9f9b507
 import asyncio, heapq, itertools, logging, pickle, queue, secrets, threading
 from multiprocessing import util as mp_util
 from abc import ABC, abstractmethod
@@ -26,10 +26,10 @@ from ..core.backend import ProcessBackend, describe_exit
 from ..extensions.protocols import (
     PluginRegistryProtocol, ResourceManagerProtocol, EventBroadcasterProtocol, check_protocol)
 
-# %% ../../nbs/managers/base.ipynb #cc193fac
+# %% ../../nbs/managers/base.ipynb #17c01254
 logger = logging.getLogger(__name__)
 
-# %% ../../nbs/managers/base.ipynb #ae775edd
+# %% ../../nbs/managers/base.ipynb #d8c0ef6f
 class JobStatus(str, Enum):
     "Where a job is in its lifecycle."
     PENDING = 'pending'
@@ -42,7 +42,7 @@ TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.
 
 def _now() -> datetime: return datetime.now(timezone.utc)
 
-# %% ../../nbs/managers/base.ipynb #f7c9cefe
+# %% ../../nbs/managers/base.ipynb #c5e7a899
 @dataclass(eq=False)
 class BaseJob:
     "A unit of work for one plugin. Subclass it to carry more fields."
@@ -81,7 +81,7 @@ class BaseJob:
                 'worker_pid': self.worker_pid, 'progress': self.progress, 'progress_message': self.progress_message,
                 'error': self.error}
 
-# %% ../../nbs/managers/base.ipynb #6b4e58a8
+# %% ../../nbs/managers/base.ipynb #3d1f6186
 class UnknownPluginError(ValueError):
     "`start_job` was given a plugin id that the registry (or the workers) do not know."
 
@@ -97,7 +97,7 @@ class NoWorkersError(RuntimeError):
 class WorkerCommandError(RuntimeError):
     "A worker could not carry out a command (reload, unload)."
 
-# %% ../../nbs/managers/base.ipynb #24f473e6
+# %% ../../nbs/managers/base.ipynb #ce4c935c
 class _IntegrationThread:
     "Runs integration calls in order on one daemon thread, never on the event loop."
     def __init__(self, name: str, max_backlog: int):
@@ -137,7 +137,7 @@ class _IntegrationThread:
         self.calls.put(None)
         return fut
 
-# %% ../../nbs/managers/base.ipynb #1ac04995
+# %% ../../nbs/managers/base.ipynb #106cf78e
 class _Slot:
     "One place in the worker pool and the worker currently in it."
     def __init__(self, index: int):
@@ -161,7 +161,7 @@ class _Slot:
         return {'slot': self.index, 'pid': self.pid, 'state': self.state, 'restarts': self.restarts,
                 'job_id': self.job.id if self.job else None, 'plugin_id': self.job.plugin_id if self.job else None}
 
-# %% ../../nbs/managers/base.ipynb #989de67a
+# %% ../../nbs/managers/base.ipynb #7b7c62fd
 class BaseJobManager(ABC):
     "Runs jobs for one category of plugins in a pool of worker processes."
     def __init__(self,
@@ -228,14 +228,14 @@ class BaseJobManager(ABC):
     def extract_job_result(self, job: BaseJob, result_data: Any) -> Any:
         "What to keep as `job.result` from the plugin's output."
 
-# %% ../../nbs/managers/base.ipynb #248c280f
+# %% ../../nbs/managers/base.ipynb #2735a699
 def _last_resort_cleanup(backend) -> None:
     "Kill and reap worker processes of a manager that was never shut down (at exit or when it is collected)."
     kill_all = getattr(backend, 'kill_all', None)
     if kill_all is not None and kill_all(0.5):
         logging.getLogger('cjm_fasthtml_workers.managers.base').warning("killed worker processes of a job manager that was not shut down")
 
-# %% ../../nbs/managers/base.ipynb #781c56ec
+# %% ../../nbs/managers/base.ipynb #4a733645
 @patch
 def new_job_id(self: BaseJobManager) -> str:
     "A job id unique within this manager (cheap: a random prefix and a counter)."
@@ -254,7 +254,7 @@ def _resource(self: BaseJobManager, method: str, *args, **kwargs) -> None:
     if self.resource_manager is not None:
         self._resource_calls.submit(getattr(self.resource_manager, method), *args, **kwargs)
 
-# %% ../../nbs/managers/base.ipynb #a52adea4
+# %% ../../nbs/managers/base.ipynb #70c0f3b7
 @patch
 def _emit(self: BaseJobManager, event_type: str, data: Dict[str, Any]) -> None:
     if self.event_broadcaster is None or self._loop is None: return
@@ -295,7 +295,7 @@ def _worker_event(self: BaseJobManager, event_type: str, slot: _Slot, status: st
         self._emit(event_type, {'pid': slot.pid, 'status': status, 'slot': slot.index, 'worker_type': self.worker_type,
                                 'restarts': slot.restarts, 'timestamp': _now().isoformat(), **extra})
 
-# %% ../../nbs/managers/base.ipynb #3b3293f1
+# %% ../../nbs/managers/base.ipynb #485dec85
 @patch
 def _transition(self: BaseJobManager, job: BaseJob, status: JobStatus, **extra) -> bool:
     "Move a job to `status`, record when, wake its waiters and announce it; False if it had already finished."
@@ -342,7 +342,7 @@ def _cancel(self: BaseJobManager, job: BaseJob, reason: str) -> None:
     job.error = reason
     self._transition(job, JobStatus.CANCELLED, error=reason)
 
-# %% ../../nbs/managers/base.ipynb #5185b09d
+# %% ../../nbs/managers/base.ipynb #35ee806c
 @patch
 async def start(self: BaseJobManager) -> None:
     "Start the worker pool and wait until every worker is ready (or has failed to start); `start_job` does this on first use."
@@ -392,7 +392,7 @@ def _start_timed_out(self: BaseJobManager, slot: _Slot, handle) -> None:
         slot.start_error = {'type': 'TimeoutError', 'message': f"worker did not become ready within {self.config.worker_start_timeout}s", 'traceback': None}
         handle.kill()
 
-# %% ../../nbs/managers/base.ipynb #251a79a1
+# %% ../../nbs/managers/base.ipynb #d7f1e0fe
 @patch
 def _on_message(self: BaseJobManager, handle, msg) -> None:
     slot = self._by_handle.get(handle)
@@ -476,7 +476,7 @@ def _on_progress(self: BaseJobManager, slot: _Slot, msg: ProgressReply) -> None:
     if self.event_broadcaster is not None:
         self._emit('job:progress', {'job_id': job.id, 'status': job.status.value, 'progress': msg.progress, 'message': msg.message})
 
-# %% ../../nbs/managers/base.ipynb #8aba7244
+# %% ../../nbs/managers/base.ipynb #83fa24b5
 @patch
 def _dispatch(self: BaseJobManager) -> None:
     "Give pending jobs to idle workers."
@@ -511,7 +511,7 @@ def _release(self: BaseJobManager, slot: _Slot) -> None:
     self._idle.append(slot)
     self._resource('update_worker_state', slot.pid, status='idle')
 
-# %% ../../nbs/managers/base.ipynb #0904d72a
+# %% ../../nbs/managers/base.ipynb #9a6012fd
 @patch
 def _stop_worker(self: BaseJobManager, slot: _Slot, reason: str) -> None:
     slot.cancel_timer()
@@ -530,7 +530,7 @@ def _on_timeout(self: BaseJobManager, slot: _Slot, job: BaseJob, seconds: float)
     self._fail(job, f"TimeoutError: the job ran longer than its {seconds}s timeout and was stopped")
     self._stop_worker(slot, 'timeout')
 
-# %% ../../nbs/managers/base.ipynb #a9758286
+# %% ../../nbs/managers/base.ipynb #511c72cd
 @patch
 def _on_exit(self: BaseJobManager, handle, exitcode: Optional[int]) -> None:
     slot = self._by_handle.pop(handle, None)
@@ -585,7 +585,7 @@ def _check_capacity(self: BaseJobManager) -> None:
             self._pending -= 1; self._payloads.pop(job.id, None)
             self._fail(job, f"NoWorkersError: {message}")
 
-# %% ../../nbs/managers/base.ipynb #4f4defbc
+# %% ../../nbs/managers/base.ipynb #b084b81e
 def _registry_lookup(registry, plugin_id):
     "Runs on the registry thread: the plugin's metadata and configuration."
     meta = registry.get_plugin(plugin_id)
@@ -615,7 +615,7 @@ async def _plugin_config(self: BaseJobManager, plugin_id: str) -> Dict[str, Any]
         raise TypeError(f"the plugin registry returned a {type(config).__name__} as the configuration of {plugin_id!r}; a dict is required")
     return config
 
-# %% ../../nbs/managers/base.ipynb #42b6c473
+# %% ../../nbs/managers/base.ipynb #40d6ab54
 def _pickle_params(plugin_id: str, params: Dict[str, Any]) -> bytes:
     try: return pickle.dumps(params, pickle.HIGHEST_PROTOCOL)
     except Exception as e:
@@ -626,7 +626,7 @@ def _pickle_params(plugin_id: str, params: Dict[str, Any]) -> bytes:
                                 f"({type(value).__name__} is not picklable: {inner}); pass plain data such as str, numbers, lists, dicts or bytes") from None
         raise TypeError(f"the parameters of a {plugin_id!r} job cannot be sent to a worker process: {e}") from None
 
-# %% ../../nbs/managers/base.ipynb #ea4740c1
+# %% ../../nbs/managers/base.ipynb #2e731bec
 @patch
 async def start_job(self: BaseJobManager,
                     plugin_id: str,  # The plugin to run
@@ -663,7 +663,7 @@ async def start_job(self: BaseJobManager,
     self._dispatch()
     return job
 
-# %% ../../nbs/managers/base.ipynb #23ccc431
+# %% ../../nbs/managers/base.ipynb #24250f8b
 @patch
 async def cancel_job(self: BaseJobManager,
                      job_id: str,  # The job to cancel
@@ -688,15 +688,16 @@ def _get(self: BaseJobManager, job_id: str) -> BaseJob:
     if job is None: raise KeyError(f"no job {job_id!r} (unknown, or forgotten under the history retention settings)")
     return job
 
-# %% ../../nbs/managers/base.ipynb #f5fe3b78
+# %% ../../nbs/managers/base.ipynb #0b6439a8
 @patch
 async def wait_for_job(self: BaseJobManager,
-                       job_id: str,  # The job to wait for
+                       job_id: Any,  # The job's id, or the job itself (works even after it was forgotten under retention)
                        timeout: Optional[float] = None,  # Seconds to wait; None waits as long as it takes
                       ) -> BaseJob:  # The finished job
     "Wait until a job is completed, failed or cancelled."
     self._check_loop()
-    job = self._get(job_id)
+    job = job_id if isinstance(job_id, BaseJob) else self._get(job_id)
+    job_id = job.id
     if job.status in TERMINAL_STATUSES: return job
     fut = asyncio.get_running_loop().create_future()
     self._done_waiters.setdefault(job_id, []).append(fut)
@@ -722,7 +723,7 @@ async def stream_job(self: BaseJobManager,
         self._chunk_waiters.setdefault(job_id, []).append(fut)
         await fut
 
-# %% ../../nbs/managers/base.ipynb #55be9b5e
+# %% ../../nbs/managers/base.ipynb #44685a4c
 @patch
 def _resolve_command(self: BaseJobManager, req_id: int, state=None, error=None) -> None:
     fut = self._commands.pop(req_id, None)
@@ -766,7 +767,7 @@ async def unload_plugin(self: BaseJobManager,
     "Unload a plugin from every worker, freeing what it holds; the next job for it loads it again."
     return await self._broadcast_command(lambda rid: UnloadRequest(rid, plugin_id))
 
-# %% ../../nbs/managers/base.ipynb #dcf0224b
+# %% ../../nbs/managers/base.ipynb #5f2291ee
 @patch
 def get_job(self: BaseJobManager, job_id: str) -> Optional[BaseJob]:
     "The job with this id, or None when unknown or forgotten."
@@ -824,7 +825,7 @@ def get_stats(self: BaseJobManager) -> Dict[str, int]:
     running = sum(1 for s in self._slots if s.job is not None)
     return {'pending': self._pending, 'running': running, 'held': len(self._jobs), 'workers': sum(1 for s in self._slots if s.handle is not None)}
 
-# %% ../../nbs/managers/base.ipynb #e0179189
+# %% ../../nbs/managers/base.ipynb #1dea465b
 @patch
 async def shutdown(self: BaseJobManager,
                    grace: Optional[float] = None,  # Seconds before killing workers; default `WorkerConfig.shutdown_grace`
@@ -887,7 +888,7 @@ def _finish_shutdown(self: BaseJobManager) -> None:
     if kill_all is not None: kill_all(0)
     self._finalizer.cancel()
 
-# %% ../../nbs/managers/base.ipynb #2717c208
+# %% ../../nbs/managers/base.ipynb #8870af07
 class JobManager(BaseJobManager):
     "A ready-to-use job manager: give it the entry point that builds the workers' plugins."
     def __init__(self,
