@@ -247,3 +247,25 @@ def test_other_start_methods_run_and_recover(method):
         finally: await m.shutdown()
     crash, ok = run(main())
     assert crash.status == JobStatus.FAILED and ok.status == JobStatus.COMPLETED and ok.result['text'] == method
+
+
+def test_standby_worker_replaces_a_stopped_worker_at_once():
+    async def main():
+        m = manager(max_workers=1, standby_workers=1)
+        try:
+            await m.start()
+            workers = m.get_workers()
+            assert [w['state'] for w in workers] == ['idle', 'standby'] and workers[1]['standby']
+            spare_pid = workers[1]['pid']
+            running = await m.start_job('sleep', seconds=30)
+            nxt = await m.start_job('echo', text='next')
+            await m.cancel_job(running.id)
+            await m.wait_for_job(nxt.id, 30)
+            crash = await m.wait_for_job((await m.start_job('crash', how='exit')).id, 30)
+            after = await m.wait_for_job((await m.start_job('echo')).id, 30)
+            return spare_pid, running, nxt, crash, after, m.get_workers()
+        finally: await m.shutdown()
+    spare_pid, running, nxt, crash, after, workers = run(main())
+    assert nxt.status == JobStatus.COMPLETED and nxt.worker_pid == spare_pid != running.worker_pid
+    assert crash.worker_pid == spare_pid and after.status == JobStatus.COMPLETED and after.worker_pid not in (spare_pid, running.worker_pid)
+    assert workers[0]['restarts'] == 2

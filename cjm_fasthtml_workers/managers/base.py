@@ -6,7 +6,7 @@
 __all__ = ['logger', 'TERMINAL_STATUSES', 'JobStatus', 'BaseJob', 'UnknownPluginError', 'QueueFullError', 'ManagerClosedError',
            'NoWorkersError', 'WorkerCommandError', 'BaseJobManager', 'JobManager']
 
-# %% ../../nbs/managers/base.ipynb #c9f9b507
+# %% ../../nbs/managers/base.ipynb #47dbbc42
 import asyncio, heapq, itertools, logging, pickle, queue, secrets, threading
 from multiprocessing import util as mp_util
 from abc import ABC, abstractmethod
@@ -26,10 +26,10 @@ from ..core.backend import ProcessBackend, describe_exit
 from ..extensions.protocols import (
     PluginRegistryProtocol, ResourceManagerProtocol, EventBroadcasterProtocol, check_protocol)
 
-# %% ../../nbs/managers/base.ipynb #17c01254
+# %% ../../nbs/managers/base.ipynb #7fb3176f
 logger = logging.getLogger(__name__)
 
-# %% ../../nbs/managers/base.ipynb #d8c0ef6f
+# %% ../../nbs/managers/base.ipynb #b9dac34e
 class JobStatus(str, Enum):
     "Where a job is in its lifecycle."
     PENDING = 'pending'
@@ -42,7 +42,7 @@ TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.
 
 def _now() -> datetime: return datetime.now(timezone.utc)
 
-# %% ../../nbs/managers/base.ipynb #c5e7a899
+# %% ../../nbs/managers/base.ipynb #72803609
 @dataclass(eq=False)
 class BaseJob:
     "A unit of work for one plugin. Subclass it to carry more fields."
@@ -81,7 +81,7 @@ class BaseJob:
                 'worker_pid': self.worker_pid, 'progress': self.progress, 'progress_message': self.progress_message,
                 'error': self.error}
 
-# %% ../../nbs/managers/base.ipynb #3d1f6186
+# %% ../../nbs/managers/base.ipynb #f07a4503
 class UnknownPluginError(ValueError):
     "`start_job` was given a plugin id that the registry (or the workers) do not know."
 
@@ -97,7 +97,7 @@ class NoWorkersError(RuntimeError):
 class WorkerCommandError(RuntimeError):
     "A worker could not carry out a command (reload, unload)."
 
-# %% ../../nbs/managers/base.ipynb #ce4c935c
+# %% ../../nbs/managers/base.ipynb #90140172
 class _IntegrationThread:
     "Runs integration calls in order on one daemon thread, never on the event loop."
     def __init__(self, name: str, max_backlog: int):
@@ -137,7 +137,7 @@ class _IntegrationThread:
         self.calls.put(None)
         return fut
 
-# %% ../../nbs/managers/base.ipynb #106cf78e
+# %% ../../nbs/managers/base.ipynb #d5b1ae8c
 class _Slot:
     "One place in the worker pool and the worker currently in it."
     def __init__(self, index: int):
@@ -153,15 +153,16 @@ class _Slot:
         self.start_error: Optional[Dict[str, Any]] = None
         self.timer = None  # job timeout, start timeout or kill escalation
         self.ready_once = False
+        self.standby = False  # a spare worker, outside the pool until it replaces one
 
     def cancel_timer(self):
         if self.timer is not None: self.timer.cancel(); self.timer = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return {'slot': self.index, 'pid': self.pid, 'state': self.state, 'restarts': self.restarts,
+        return {'slot': self.index, 'pid': self.pid, 'state': self.state, 'restarts': self.restarts, 'standby': self.standby,
                 'job_id': self.job.id if self.job else None, 'plugin_id': self.job.plugin_id if self.job else None}
 
-# %% ../../nbs/managers/base.ipynb #7b7c62fd
+# %% ../../nbs/managers/base.ipynb #52083e3d
 class BaseJobManager(ABC):
     "Runs jobs for one category of plugins in a pool of worker processes."
     def __init__(self,
@@ -193,6 +194,8 @@ class BaseJobManager(ABC):
         self._done_waiters: Dict[str, list] = {}
         self._chunk_waiters: Dict[str, list] = {}
         self._slots = [_Slot(i) for i in range(self.config.max_workers)]
+        self._standby = [_Slot(self.config.max_workers + i) for i in range(self.config.standby_workers)]
+        for spare in self._standby: spare.standby = True
         self._idle: deque = deque()
         self._by_handle: Dict[Any, _Slot] = {}
         self._plugins: Dict[str, Dict[str, Any]] = {}
@@ -228,14 +231,14 @@ class BaseJobManager(ABC):
     def extract_job_result(self, job: BaseJob, result_data: Any) -> Any:
         "What to keep as `job.result` from the plugin's output."
 
-# %% ../../nbs/managers/base.ipynb #2735a699
+# %% ../../nbs/managers/base.ipynb #1827d5ae
 def _last_resort_cleanup(backend) -> None:
     "Kill and reap worker processes of a manager that was never shut down (at exit or when it is collected)."
     kill_all = getattr(backend, 'kill_all', None)
     if kill_all is not None and kill_all(0.5):
         logging.getLogger('cjm_fasthtml_workers.managers.base').warning("killed worker processes of a job manager that was not shut down")
 
-# %% ../../nbs/managers/base.ipynb #4a733645
+# %% ../../nbs/managers/base.ipynb #232f6cd0
 @patch
 def new_job_id(self: BaseJobManager) -> str:
     "A job id unique within this manager (cheap: a random prefix and a counter)."
@@ -254,7 +257,7 @@ def _resource(self: BaseJobManager, method: str, *args, **kwargs) -> None:
     if self.resource_manager is not None:
         self._resource_calls.submit(getattr(self.resource_manager, method), *args, **kwargs)
 
-# %% ../../nbs/managers/base.ipynb #70c0f3b7
+# %% ../../nbs/managers/base.ipynb #9ea7518b
 @patch
 def _emit(self: BaseJobManager, event_type: str, data: Dict[str, Any]) -> None:
     if self.event_broadcaster is None or self._loop is None: return
@@ -295,7 +298,7 @@ def _worker_event(self: BaseJobManager, event_type: str, slot: _Slot, status: st
         self._emit(event_type, {'pid': slot.pid, 'status': status, 'slot': slot.index, 'worker_type': self.worker_type,
                                 'restarts': slot.restarts, 'timestamp': _now().isoformat(), **extra})
 
-# %% ../../nbs/managers/base.ipynb #485dec85
+# %% ../../nbs/managers/base.ipynb #b397dd67
 @patch
 def _transition(self: BaseJobManager, job: BaseJob, status: JobStatus, **extra) -> bool:
     "Move a job to `status`, record when, wake its waiters and announce it; False if it had already finished."
@@ -342,7 +345,7 @@ def _cancel(self: BaseJobManager, job: BaseJob, reason: str) -> None:
     job.error = reason
     self._transition(job, JobStatus.CANCELLED, error=reason)
 
-# %% ../../nbs/managers/base.ipynb #35ee806c
+# %% ../../nbs/managers/base.ipynb #ecbd7763
 @patch
 async def start(self: BaseJobManager) -> None:
     "Start the worker pool and wait until every worker is ready (or has failed to start); `start_job` does this on first use."
@@ -350,7 +353,7 @@ async def start(self: BaseJobManager) -> None:
     if self._closed: raise ManagerClosedError(f"{type(self).__name__} has been shut down; create a new manager")
     if self._loop is None:
         self._loop, self._ready = loop, loop.create_future()
-        for slot in self._slots: self._spawn(self._launch(slot))
+        for slot in self._slots + self._standby: self._spawn(self._launch(slot))
     else: self._check_loop()
     if not self._ready.done():
         try: await asyncio.wait_for(asyncio.shield(self._ready), self.config.worker_start_timeout)
@@ -392,7 +395,7 @@ def _start_timed_out(self: BaseJobManager, slot: _Slot, handle) -> None:
         slot.start_error = {'type': 'TimeoutError', 'message': f"worker did not become ready within {self.config.worker_start_timeout}s", 'traceback': None}
         handle.kill()
 
-# %% ../../nbs/managers/base.ipynb #d7f1e0fe
+# %% ../../nbs/managers/base.ipynb #24bae39a
 @patch
 def _on_message(self: BaseJobManager, handle, msg) -> None:
     slot = self._by_handle.get(handle)
@@ -409,12 +412,13 @@ def _on_message(self: BaseJobManager, handle, msg) -> None:
 @patch
 def _on_ready(self: BaseJobManager, slot: _Slot, msg: ReadyReply) -> None:
     slot.cancel_timer()
-    slot.pid, slot.state, slot.start_error = msg.pid, 'idle', None
+    slot.pid, slot.state, slot.start_error = msg.pid, 'standby' if slot.standby else 'idle', None
     for p in msg.plugins: self._plugins[p['id']] = p
     self._resource('register_worker', slot.pid, self.worker_type)
-    self._resource('update_worker_state', slot.pid, status='idle')
-    self._worker_event('worker:restarted' if slot.ready_once else 'worker:started', slot, 'idle')
+    self._resource('update_worker_state', slot.pid, status=slot.state)
+    self._worker_event('worker:restarted' if slot.ready_once and not slot.standby else 'worker:started', slot, slot.state)
     slot.ready_once = True
+    if slot.standby: return
     self._idle.append(slot)
     self._check_ready()
     self._dispatch()
@@ -476,7 +480,7 @@ def _on_progress(self: BaseJobManager, slot: _Slot, msg: ProgressReply) -> None:
     if self.event_broadcaster is not None:
         self._emit('job:progress', {'job_id': job.id, 'status': job.status.value, 'progress': msg.progress, 'message': msg.message})
 
-# %% ../../nbs/managers/base.ipynb #83fa24b5
+# %% ../../nbs/managers/base.ipynb #9e9f96bf
 @patch
 def _dispatch(self: BaseJobManager) -> None:
     "Give pending jobs to idle workers."
@@ -511,7 +515,7 @@ def _release(self: BaseJobManager, slot: _Slot) -> None:
     self._idle.append(slot)
     self._resource('update_worker_state', slot.pid, status='idle')
 
-# %% ../../nbs/managers/base.ipynb #9a6012fd
+# %% ../../nbs/managers/base.ipynb #f7c79ab0
 @patch
 def _stop_worker(self: BaseJobManager, slot: _Slot, reason: str) -> None:
     slot.cancel_timer()
@@ -530,7 +534,7 @@ def _on_timeout(self: BaseJobManager, slot: _Slot, job: BaseJob, seconds: float)
     self._fail(job, f"TimeoutError: the job ran longer than its {seconds}s timeout and was stopped")
     self._stop_worker(slot, 'timeout')
 
-# %% ../../nbs/managers/base.ipynb #511c72cd
+# %% ../../nbs/managers/base.ipynb #7fadbb87
 @patch
 def _on_exit(self: BaseJobManager, handle, exitcode: Optional[int]) -> None:
     slot = self._by_handle.pop(handle, None)
@@ -560,6 +564,7 @@ def _after_worker_end(self: BaseJobManager, slot: _Slot, stopped_by_manager: boo
         return self._check_all_stopped()
     if not stopped_by_manager: slot.crashes_in_a_row += 1
     delay = restart_delay(self.config, slot.crashes_in_a_row, stopped_by_manager)
+    if delay == 0 and not slot.standby and self._promote_standby(slot): return
     if delay is None:
         slot.state = 'retired'
         logger.error("%s worker slot %d retired (restart policy %s)", self.worker_type, slot.index, self.config.restart_policy.value)
@@ -574,6 +579,21 @@ def _no_workers_message(self: BaseJobManager) -> str:
             f"({self.config.restart_policy.value}) does not replace it{self._last_start_error()}")
 
 @patch
+def _promote_standby(self: BaseJobManager, slot: _Slot) -> bool:
+    "Put a ready standby worker in `slot` at once (and start a new standby); False when none is ready."
+    spare = next((s for s in self._standby if s.state == 'standby'), None)
+    if spare is None: return False
+    slot.handle, slot.pid, slot.state, slot.restarts = spare.handle, spare.pid, 'idle', slot.restarts + 1
+    self._by_handle[slot.handle] = slot
+    spare.handle = spare.pid = None
+    self._spawn(self._launch(spare))
+    self._resource('update_worker_state', slot.pid, status='idle')
+    self._worker_event('worker:restarted', slot, 'idle')
+    self._idle.append(slot)
+    self._dispatch()
+    return True
+
+@patch
 def _check_capacity(self: BaseJobManager) -> None:
     "With every slot retired, fail what is pending and refuse new jobs."
     if any(s.state != 'retired' for s in self._slots): return
@@ -585,7 +605,7 @@ def _check_capacity(self: BaseJobManager) -> None:
             self._pending -= 1; self._payloads.pop(job.id, None)
             self._fail(job, f"NoWorkersError: {message}")
 
-# %% ../../nbs/managers/base.ipynb #b084b81e
+# %% ../../nbs/managers/base.ipynb #2892e387
 def _registry_lookup(registry, plugin_id):
     "Runs on the registry thread: the plugin's metadata and configuration."
     meta = registry.get_plugin(plugin_id)
@@ -615,7 +635,7 @@ async def _plugin_config(self: BaseJobManager, plugin_id: str) -> Dict[str, Any]
         raise TypeError(f"the plugin registry returned a {type(config).__name__} as the configuration of {plugin_id!r}; a dict is required")
     return config
 
-# %% ../../nbs/managers/base.ipynb #40d6ab54
+# %% ../../nbs/managers/base.ipynb #1f2262de
 def _pickle_params(plugin_id: str, params: Dict[str, Any]) -> bytes:
     try: return pickle.dumps(params, pickle.HIGHEST_PROTOCOL)
     except Exception as e:
@@ -626,7 +646,7 @@ def _pickle_params(plugin_id: str, params: Dict[str, Any]) -> bytes:
                                 f"({type(value).__name__} is not picklable: {inner}); pass plain data such as str, numbers, lists, dicts or bytes") from None
         raise TypeError(f"the parameters of a {plugin_id!r} job cannot be sent to a worker process: {e}") from None
 
-# %% ../../nbs/managers/base.ipynb #2e731bec
+# %% ../../nbs/managers/base.ipynb #124309f8
 @patch
 async def start_job(self: BaseJobManager,
                     plugin_id: str,  # The plugin to run
@@ -663,7 +683,7 @@ async def start_job(self: BaseJobManager,
     self._dispatch()
     return job
 
-# %% ../../nbs/managers/base.ipynb #24250f8b
+# %% ../../nbs/managers/base.ipynb #2e88f1f8
 @patch
 async def cancel_job(self: BaseJobManager,
                      job_id: str,  # The job to cancel
@@ -688,7 +708,7 @@ def _get(self: BaseJobManager, job_id: str) -> BaseJob:
     if job is None: raise KeyError(f"no job {job_id!r} (unknown, or forgotten under the history retention settings)")
     return job
 
-# %% ../../nbs/managers/base.ipynb #0b6439a8
+# %% ../../nbs/managers/base.ipynb #7ee4c0ac
 @patch
 async def wait_for_job(self: BaseJobManager,
                        job_id: Any,  # The job's id, or the job itself (works even after it was forgotten under retention)
@@ -723,7 +743,7 @@ async def stream_job(self: BaseJobManager,
         self._chunk_waiters.setdefault(job_id, []).append(fut)
         await fut
 
-# %% ../../nbs/managers/base.ipynb #44685a4c
+# %% ../../nbs/managers/base.ipynb #dc571f92
 @patch
 def _resolve_command(self: BaseJobManager, req_id: int, state=None, error=None) -> None:
     fut = self._commands.pop(req_id, None)
@@ -736,12 +756,12 @@ async def _broadcast_command(self: BaseJobManager, make_request: Callable[[int],
     if self._closed: raise ManagerClosedError(f"{type(self).__name__} has been shut down")
     await self.start()
     waits = []
-    for slot in self._slots:
-        if slot.handle is None or slot.state not in ('idle', 'busy'): continue
+    for slot in self._slots + self._standby:
+        if slot.handle is None or slot.state not in ('idle', 'busy', 'standby'): continue
         req_id = next(self._req_ids)
         try: slot.handle.send(make_request(req_id))
         except ConnectionError: continue
-        if slot.state == 'idle':
+        if slot.state != 'busy':
             self._commands[req_id] = fut = self._loop.create_future()
             waits.append(fut)
     try: return list(await asyncio.wait_for(asyncio.gather(*waits), self.config.command_timeout))
@@ -767,7 +787,7 @@ async def unload_plugin(self: BaseJobManager,
     "Unload a plugin from every worker, freeing what it holds; the next job for it loads it again."
     return await self._broadcast_command(lambda rid: UnloadRequest(rid, plugin_id))
 
-# %% ../../nbs/managers/base.ipynb #5f2291ee
+# %% ../../nbs/managers/base.ipynb #0aee3579
 @patch
 def get_job(self: BaseJobManager, job_id: str) -> Optional[BaseJob]:
     "The job with this id, or None when unknown or forgotten."
@@ -816,8 +836,8 @@ def get_plugins(self: BaseJobManager) -> List[Dict[str, Any]]:
 
 @patch
 def get_workers(self: BaseJobManager) -> List[Dict[str, Any]]:
-    "One dict per worker slot: 'slot', 'pid', 'state', 'restarts', 'job_id', 'plugin_id'."
-    return [s.to_dict() for s in self._slots]
+    "One dict per worker slot (standby workers last): 'slot', 'pid', 'state', 'restarts', 'standby', 'job_id', 'plugin_id'."
+    return [s.to_dict() for s in self._slots + self._standby]
 
 @patch
 def get_stats(self: BaseJobManager) -> Dict[str, int]:
@@ -825,7 +845,7 @@ def get_stats(self: BaseJobManager) -> Dict[str, int]:
     running = sum(1 for s in self._slots if s.job is not None)
     return {'pending': self._pending, 'running': running, 'held': len(self._jobs), 'workers': sum(1 for s in self._slots if s.handle is not None)}
 
-# %% ../../nbs/managers/base.ipynb #1dea465b
+# %% ../../nbs/managers/base.ipynb #22178030
 @patch
 async def shutdown(self: BaseJobManager,
                    grace: Optional[float] = None,  # Seconds before killing workers; default `WorkerConfig.shutdown_grace`
@@ -844,11 +864,11 @@ async def _shutdown(self: BaseJobManager, grace: float) -> None:
         if job.status is JobStatus.PENDING: self._cancel(job, 'the job manager shut down')
     self._pending = 0; self._payloads.clear()
     self._all_stopped = self._loop.create_future()
-    for slot in self._slots:
+    for slot in self._slots + self._standby:
         if slot.job is not None: self._cancel(slot.job, 'the job manager shut down')
         slot.cancel_timer()
         if slot.handle is None: slot.state = 'stopped'; continue
-        if slot.state == 'idle':
+        if slot.state in ('idle', 'standby'):
             try: slot.handle.send(StopRequest(next(self._req_ids)))
             except ConnectionError: pass
         else: slot.handle.terminate()
@@ -858,7 +878,7 @@ async def _shutdown(self: BaseJobManager, grace: float) -> None:
     try: await asyncio.wait_for(asyncio.shield(self._all_stopped), grace)
     except asyncio.TimeoutError:
         logger.warning("workers did not stop within %ss; killing them", grace)
-        for slot in self._slots:
+        for slot in self._slots + self._standby:
             if slot.handle is not None: slot.handle.kill()
         try: await asyncio.wait_for(asyncio.shield(self._all_stopped), 5)
         except asyncio.TimeoutError: logger.error("workers still running after SIGKILL")
@@ -879,7 +899,7 @@ async def _drain_events(self: BaseJobManager) -> None:
 
 @patch
 def _check_all_stopped(self: BaseJobManager) -> None:
-    if self._all_stopped is not None and not self._all_stopped.done() and all(s.handle is None for s in self._slots):
+    if self._all_stopped is not None and not self._all_stopped.done() and all(s.handle is None for s in self._slots + self._standby):
         self._all_stopped.set_result(None)
 
 @patch
@@ -888,7 +908,7 @@ def _finish_shutdown(self: BaseJobManager) -> None:
     if kill_all is not None: kill_all(0)
     self._finalizer.cancel()
 
-# %% ../../nbs/managers/base.ipynb #8870af07
+# %% ../../nbs/managers/base.ipynb #0ff942f3
 class JobManager(BaseJobManager):
     "A ready-to-use job manager: give it the entry point that builds the workers' plugins."
     def __init__(self,
