@@ -7,7 +7,7 @@ __all__ = ['logger', 'JS_PACKAGES', 'CDN_URLS', 'DASHBOARD_CSS', 'default_js_dir
            'status_badge', 'progress_bar', 'job_card', 'job_list', 'workers_panel', 'params_field', 'job_form',
            'render_event', 'encode_event', 'JobDashboard', 'page', 'register']
 
-# %% ../../nbs/web/dashboard.ipynb #7c9f6b0e
+# %% ../../nbs/web/dashboard.ipynb #dc96eafd
 import json, os, shutil, subprocess, tarfile, tempfile, logging, secrets
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -17,10 +17,10 @@ from fasthtml.common import (Article, Button, Div, Footer, Form, H1, H2, Header,
 from ..managers.base import BaseJob, BaseJobManager, JobStatus, TERMINAL_STATUSES
 from .sse import SSEBroadcaster, SSEEvent, format_sse, sse_response
 
-# %% ../../nbs/web/dashboard.ipynb #5139438b
+# %% ../../nbs/web/dashboard.ipynb #450be466
 logger = logging.getLogger(__name__)
 
-# %% ../../nbs/web/dashboard.ipynb #69a77d01
+# %% ../../nbs/web/dashboard.ipynb #ed6534d0
 JS_PACKAGES = {'htmx.min.js': ('htmx.org@2', 'package/dist/htmx.min.js'),
                'sse.js': ('htmx-ext-sse@2', 'package/dist/sse.js')}
 CDN_URLS = {'htmx.min.js': 'https://unpkg.com/htmx.org@2.0.4/dist/htmx.min.js',
@@ -35,7 +35,7 @@ def has_local_js(js_dir: Optional[Path] = None) -> bool:
     d = Path(js_dir or default_js_dir())
     return all((d / name).is_file() for name in JS_PACKAGES)
 
-# %% ../../nbs/web/dashboard.ipynb #e01a7b43
+# %% ../../nbs/web/dashboard.ipynb #418d871f
 def fetch_js(
     js_dir: Optional[Path] = None,  # Where to put the files; default `default_js_dir()`
     npm: str = 'npm',  # The npm executable
@@ -52,7 +52,7 @@ def fetch_js(
             (d / name).write_bytes(data)
     return d
 
-# %% ../../nbs/web/dashboard.ipynb #4842597a
+# %% ../../nbs/web/dashboard.ipynb #d0fa6836
 def js_sources(
     js: str = 'auto',  # 'local' (offline), 'cdn', or 'auto' (local when present)
     prefix: str = '/jobs',  # Where the dashboard is mounted (local files are served under `{prefix}/static/`)
@@ -67,7 +67,7 @@ def js_sources(
     if js == 'local' or (js == 'auto' and local): return [f"{prefix}/static/{name}" for name in JS_PACKAGES]
     return list(CDN_URLS.values())
 
-# %% ../../nbs/web/dashboard.ipynb #a1c97c02
+# %% ../../nbs/web/dashboard.ipynb #915b09e9
 def status_badge(status: str) -> Any:  # A job or worker status
     "A coloured badge naming `status`."
     status = getattr(status, 'value', status)
@@ -83,7 +83,7 @@ def progress_bar(
     label = f"{progress * 100:.0f}%" if progress is not None else 'working'
     return Div(Div(bar, cls='bar'), Small(label + (f" · {message}" if message else ''), cls='bar-label'), cls='progress')
 
-# %% ../../nbs/web/dashboard.ipynb #5aa2bb78
+# %% ../../nbs/web/dashboard.ipynb #eeda398d
 def _result_text(result: Any) -> str:
     if isinstance(result, str): return result
     try: return json.dumps(result, indent=1, default=str)
@@ -117,7 +117,7 @@ def job_card(
     attrs = {'hx_swap_oob': 'true'} if oob else {}
     return Article(Header(*head, cls='job-head'), *body, id=f"job-{job.id}", cls=f"job job-{st}", data_status=st, **attrs)
 
-# %% ../../nbs/web/dashboard.ipynb #a4314bc2
+# %% ../../nbs/web/dashboard.ipynb #6a88782f
 def job_list(manager: BaseJobManager,  # The manager
              prefix: str = '/jobs',  # Where the routes are mounted
              limit: int = 50,  # Most jobs shown
@@ -140,7 +140,7 @@ def workers_panel(manager: BaseJobManager,  # The manager
                    Small(f"{s['running']} running · {s['pending']} pending · {s['held']} jobs held", cls='stats'),
                    id='workers', cls='panel', **({'hx_swap_oob': 'true'} if oob else {}))
 
-# %% ../../nbs/web/dashboard.ipynb #d97fff79
+# %% ../../nbs/web/dashboard.ipynb #fd7ba406
 def params_field(params: Optional[Dict[str, Any]] = None) -> Any:  # Default parameters to show
     "The parameters textarea, pre-filled with `params` as JSON."
     return Textarea(json.dumps(params or {}, indent=1), name='params', id='params', rows='4', spellcheck='false')
@@ -164,7 +164,7 @@ def job_form(manager: BaseJobManager,  # The manager
                     hx_target='#form-msg', hx_swap='innerHTML', cls='btn-preset', data_plugin=pid) for label, pid, params in presets]
     return Section(H2('Start a job'), form, Div(*quick, cls='presets') if quick else '', id='start-panel', cls='panel')
 
-# %% ../../nbs/web/dashboard.ipynb #3b8b75bb
+# %% ../../nbs/web/dashboard.ipynb #5fa1381b
 def render_event(manager: BaseJobManager,  # The manager
                  event: SSEEvent,  # The broadcast event
                  prefix: str = '/jobs',  # Where the routes are mounted
@@ -186,7 +186,7 @@ def encode_event(manager: BaseJobManager, event: SSEEvent, prefix: str = '/jobs'
     frags = render_event(manager, event, prefix)
     return format_sse(''.join(to_xml(f) for f in frags), event='update', id=event.id) if frags else ''
 
-# %% ../../nbs/web/dashboard.ipynb #77ada789
+# %% ../../nbs/web/dashboard.ipynb #1abd4b4b
 class JobDashboard:
     "A live job dashboard for one job manager, updated over SSE."
     def __init__(self,
@@ -211,7 +211,7 @@ class JobDashboard:
         return [Meta(name='viewport', content='width=device-width, initial-scale=1'),
                 *[Script(src=s) for s in self.scripts], Style(DASHBOARD_CSS)]
 
-# %% ../../nbs/web/dashboard.ipynb #441f176a
+# %% ../../nbs/web/dashboard.ipynb #487ce7ba
 def page(self: JobDashboard) -> Any:
     "The dashboard: start form, workers panel and live job list."
     after = self.broadcaster.last_id
@@ -224,13 +224,13 @@ def page(self: JobDashboard) -> Any:
 
 JobDashboard.page = page
 
-# %% ../../nbs/web/dashboard.ipynb #8566eae5
+# %% ../../nbs/web/dashboard.ipynb #2604012b
 _LIVE_JS = """
 document.body.addEventListener('htmx:sseOpen', () => document.getElementById('live-state').classList.remove('down'));
 document.body.addEventListener('htmx:sseError', () => document.getElementById('live-state').classList.add('down'));
 """
 
-# %% ../../nbs/web/dashboard.ipynb #fb1838f4
+# %% ../../nbs/web/dashboard.ipynb #0685ba30
 async def _start(self: JobDashboard, request) -> Any:
     form = await request.form()
     plugin_id = str(form.get('plugin_id') or '')
@@ -254,7 +254,7 @@ def _params(self: JobDashboard, request) -> Any:
 
 JobDashboard._start, JobDashboard._cancel, JobDashboard._params = _start, _cancel, _params
 
-# %% ../../nbs/web/dashboard.ipynb #b9f2b92f
+# %% ../../nbs/web/dashboard.ipynb #a680f372
 def register(self: JobDashboard, app) -> 'JobDashboard':
     "Mount the dashboard's routes on a FastHTML `app`."
     from starlette.responses import FileResponse, Response
@@ -276,7 +276,7 @@ def register(self: JobDashboard, app) -> 'JobDashboard':
 
 JobDashboard.register = register
 
-# %% ../../nbs/web/dashboard.ipynb #d6caf155
+# %% ../../nbs/web/dashboard.ipynb #c2272d82
 DASHBOARD_CSS = """
 :root { --bg:#f4f5f7; --card:#fff; --ink:#1d2330; --muted:#6b7385; --line:#e3e6ec; --accent:#3b5bdb;
   --ok:#2b8a3e; --bad:#c92a2a; --warn:#e67700; --run:#1971c2; --mono: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
@@ -326,6 +326,6 @@ td { padding: 6px; border-bottom: 1px solid #f0f1f4; font-family: var(--mono); f
 .bar-label { color: var(--muted); font-size: 12px; }
 pre { font-family: var(--mono); font-size: 12.5px; background: #f7f8fa; border:1px solid #eceef2; border-radius: 6px; padding: 8px 10px;
   margin: 8px 0 0; white-space: pre-wrap; word-break: break-word; max-height: 180px; overflow:auto; }
-.error { color: var(--bad); font-size: 13px; margin: 8px 0 0; }
+.error { color: var(--bad); font-size: 13px; margin: 8px 0 0; } .job-cancelled .error { color: var(--warn); }
 .empty { color: var(--muted); }
 """
