@@ -16,7 +16,7 @@ No Quarto needed (`nbdev_docs` remains the way to build the Quarto site). Steps:
 Exit status: 0 on success, 1 if a notebook failed or Sphinx reported a warning or error.
 Environment: `DOCS_NB_TIMEOUT` (seconds per notebook, default 600).
 """
-import argparse, json, os, re, shutil, subprocess, sys, time
+import argparse, json, os, re, shutil, signal, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,11 +48,20 @@ def build_page(nb, page, pages, timeout):
     "Run docs/nbproc.py for one notebook in a fresh process; returns (page, ok, seconds, stderr)."
     start = time.time()
     cmd = [sys.executable, str(HERE/'nbproc.py'), str(nb), str(SRC/f'{page}.ipynb'), json.dumps(pages)]
+    # Its own session, so that on a timeout the worker processes a notebook started go too.
+    p = subprocess.Popen(cmd, cwd=nbproc.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        r = subprocess.run(cmd, cwd=nbproc.ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        ok, err = r.returncode == 0, (r.stderr + r.stdout).strip()
+        out, _ = p.communicate(timeout=timeout)
+        ok, err = p.returncode == 0, out.strip()
     except subprocess.TimeoutExpired:
-        ok, err = False, f"timed out after {timeout} s (set DOCS_NB_TIMEOUT to change)"
+        p.send_signal(signal.SIGUSR1)  # nbproc.py then prints the hanging cell and the stacks
+        try: p.wait(3)
+        except subprocess.TimeoutExpired: pass
+        try: os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError: pass
+        out, _ = p.communicate()
+        ok, err = False, (out.strip() + f"\ntimed out after {timeout} s (DOCS_NB_TIMEOUT): a cell hangs").strip()
     return page, ok, time.time() - start, err
 
 

@@ -73,6 +73,20 @@ def _skip_cell(cell, flags):
 class NotebookError(Exception): pass
 
 
+_current = None  # (notebook, cell) being executed, for `_report_hang`
+
+
+def _report_hang(signum, frame):
+    "On SIGUSR1 (sent by build_docs.py before it kills a notebook that timed out): say which cell hangs, and where."
+    import faulthandler
+    err = sys.__stderr__  # sys.stderr is the shell's capture while a cell runs
+    if _current:
+        path, cell = _current
+        err.write(f"\nStill running cell {cell.idx_} of {Path(path).relative_to(ROOT)}:\n{cell.source}\n\nStacks (most recent call last):\n")
+    err.flush()
+    faulthandler.dump_traceback(file=err, all_threads=True)
+
+
 def execute(nb_path):
     """Read the notebook at `nb_path` and run its cells in a `CaptureShell`, storing the outputs in
     the cells. Raises `NotebookError` with the traceback if a cell fails."""
@@ -94,6 +108,8 @@ def execute(nb_path):
         with working_directory(nb_path.parent):
             for cell in nb.cells:
                 if _skip_cell(cell, flags): continue
+                global _current
+                _current = (nb_path, cell)
                 shell.cell(cell)
                 if shell.exc:
                     raise NotebookError(shell.prettytb(fname=nb_path.relative_to(ROOT)))
@@ -460,6 +476,8 @@ def build_page(src_path, dst_path, pages):
 
 if __name__ == '__main__':
     if len(sys.argv) != 4: sys.exit(__doc__)
+    import signal
+    signal.signal(signal.SIGUSR1, _report_hang)
     try: build_page(Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3]))
     except NotebookError as e:
         sys.stderr.write(f"\n{e}\n")
