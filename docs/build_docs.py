@@ -44,6 +44,27 @@ def toctree_cell(pages):
     return dict(cell_type='markdown', id='toctree', metadata={}, source='\n\n'.join(blocks))
 
 
+# Files of nbs/ that are not copied beside the pages: sources Sphinx would try to turn into pages,
+# and the Quarto site's own configuration.
+_NOT_ASSETS = {'.ipynb', '.md', '.rst', '.qmd', '.yml', '.yaml'}
+
+
+def copy_assets():
+    """Copy the other files of nbs/ (images a notebook shows with `![](plot.svg)`, data it links
+    to) to the same place in the source folder, skipping what nbdev skips (names starting with `_`
+    or `.`)."""
+    nbs = Path(nbproc.config().nbs_path).resolve()
+    n = 0
+    for f in sorted(nbs.rglob('*')):
+        rel = f.relative_to(nbs)
+        if not f.is_file() or any(part[0] in '_.' for part in rel.parts) or f.suffix.lower() in _NOT_ASSETS: continue
+        if f.name == 'styles.css' and rel.parent == Path('.'): continue  # the Quarto theme's
+        (SRC/rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, SRC/rel)
+        n += 1
+    return n
+
+
 def build_page(nb, page, pages, timeout):
     "Run docs/nbproc.py for one notebook in a fresh process; returns (page, ok, seconds, stderr)."
     start = time.time()
@@ -88,6 +109,8 @@ def main(argv=None):
         print(f"\nDocs not built: {len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
 
+    n = copy_assets()
+    if n: print(f"Copied {n} other files of {nbproc.config().nbs_path.name}/ (images, data)")
     index = SRC/'index.ipynb'
     nb = json.loads(index.read_text(encoding='utf-8'))
     nb['cells'].append(toctree_cell(pages))

@@ -139,13 +139,18 @@ def nbdev_process(nb):
     except Exception as e:
         import traceback
         cause = ''.join(traceback.format_exception_only(e.__cause__)) if e.__cause__ else ''
+        why = ("To render the `show_doc` signatures nbdev re-runs, in a fresh shell and in order, only the cells "
+               "with imports, the exported cells and the `show_doc` cells (including the `show_doc` it adds "
+               "right after each exported cell that has none).")
+        if re.search(r'^\s*(import|from)\s', str(e), re.MULTILINE):
+            why += (" A cell that mixes an import with other code is re-run there too, so it must not use names "
+                    "from example cells: move the import into a cell of its own (nbdev FAQ).")
+        elif 'show_doc(' in str(e):
+            why += (" That `show_doc` needs a name that is not defined yet at its place (e.g. a forward reference "
+                    "in a type annotation): give the name a `show_doc` cell of its own after the definitions it needs.")
         raise NotebookError(
             f"nbdev's docs processing failed on {Path(nb.path_).resolve().relative_to(ROOT)} "
-            f"(`nbdev_docs` fails the same way):\n{e}\n{cause}\n"
-            "To render `show_doc` signatures nbdev re-runs, in a fresh shell, only the cells with imports, "
-            "exported cells and `show_doc` cells. A cell that mixes an import with other code is re-run "
-            "there too, so it must not use names from earlier example cells: move the import into a cell "
-            "of its own (nbdev FAQ).") from e
+            f"(`nbdev_docs` fails the same way):\n{e}\n{cause}\n{why}") from e
     return nb
 
 
