@@ -191,3 +191,23 @@ def test_malformed_integrations_are_rejected_at_construction():
         manager(plugin_registry=type('R', (), {'get_plugin': lambda s, i: None, 'get_plugins_by_category': lambda s, c: []})())
     with pytest.raises(TypeError, match="worker_config must be a WorkerConfig"):
         JobManager('t', 't', entry_point=plugins_for_tests, worker_config={'max_workers': 2})
+
+
+def test_shutdown_is_bounded_when_the_broadcaster_ignores_cancellation():
+    async def main():
+        release = asyncio.Event()
+        class Stubborn:
+            async def broadcast(self, event_type, data):
+                while not release.is_set():
+                    try: await release.wait()
+                    except asyncio.CancelledError: pass  # never gives up on its own
+        m = manager(event_broadcaster=Stubborn(), config={'integration_timeout': 0.2})
+        try: job = await m.wait_for_job((await m.start_job('echo')).id, 30)
+        finally:
+            start = time.monotonic()
+            await asyncio.wait_for(m.shutdown(), 20)
+            took = time.monotonic() - start
+            release.set()
+        return job, took
+    job, took = run(main())
+    assert job.status == JobStatus.COMPLETED and took < 5, took

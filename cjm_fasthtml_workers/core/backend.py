@@ -5,16 +5,16 @@
 # %% auto #0
 __all__ = ['logger', 'WorkerHandle', 'WorkerBackend', 'describe_exit', 'ProcessWorker', 'ProcessBackend']
 
-# %% ../../nbs/core/backend.ipynb #2a354767
+# %% ../../nbs/core/backend.ipynb #7d024814
 import asyncio, logging, multiprocessing, os, signal, socket
 from typing import Any, Callable, Optional, Protocol, runtime_checkable
 from .protocol import FrameDecoder, encode_message
 from .worker import run_worker
 
-# %% ../../nbs/core/backend.ipynb #c7740474
+# %% ../../nbs/core/backend.ipynb #0422df8b
 logger = logging.getLogger(__name__)
 
-# %% ../../nbs/core/backend.ipynb #bc0dcdd4
+# %% ../../nbs/core/backend.ipynb #e5fa77f4
 @runtime_checkable
 class WorkerHandle(Protocol):
     "One running worker, as the scheduler sees it."
@@ -48,7 +48,7 @@ class WorkerBackend(Protocol):
         "Start a worker; its ReadyReply (or ErrorReply) arrives through `on_message`."
         ...
 
-# %% ../../nbs/core/backend.ipynb #a051409f
+# %% ../../nbs/core/backend.ipynb #806ba642
 def describe_exit(
     exitcode: Optional[int],  # A process exit code; negative for a signal, as multiprocessing reports it
 ) -> str:  # e.g. 'killed by signal SIGKILL (exit code -9)'
@@ -60,7 +60,7 @@ def describe_exit(
         return f"killed by signal {name} (exit code {exitcode})"
     return f"exited with code {exitcode}"
 
-# %% ../../nbs/core/backend.ipynb #0412a007
+# %% ../../nbs/core/backend.ipynb #e7a68975
 class _Connection(asyncio.Protocol):
     "The manager's end of one worker's socket."
     def __init__(self, worker): self.worker, self.decoder = worker, FrameDecoder()
@@ -69,7 +69,7 @@ class _Connection(asyncio.Protocol):
     def eof_received(self): return False
     def connection_lost(self, exc): self.worker._connection_closed()
 
-# %% ../../nbs/core/backend.ipynb #a7c33aa7
+# %% ../../nbs/core/backend.ipynb #7c832c85
 class ProcessWorker:
     "A worker process and the manager's connection to it."
     EOF_WAIT = 1.0  # Seconds to wait for the connection to close once the process is gone
@@ -105,7 +105,7 @@ class ProcessWorker:
 
     def __repr__(self): return f"<ProcessWorker pid={self.pid} {'alive' if self.alive else describe_exit(self.exitcode)}>"
 
-# %% ../../nbs/core/backend.ipynb #0be625cf
+# %% ../../nbs/core/backend.ipynb #95a66d12
 def _deliver(self: ProcessWorker, msg: Any) -> None:
     try: self.on_message(self, msg)
     except Exception: logger.exception("handling %s from worker %s failed", type(msg).__name__, self.pid)
@@ -139,7 +139,7 @@ def _report_exit(self: ProcessWorker) -> None:
 
 ProcessWorker._deliver, ProcessWorker._connection_closed = _deliver, _connection_closed
 
-# %% ../../nbs/core/backend.ipynb #f3998aad
+# %% ../../nbs/core/backend.ipynb #c31e2d0a
 class ProcessBackend:
     "Hosts workers as local processes, started with the configured multiprocessing start method."
     def __init__(self,
@@ -184,7 +184,7 @@ class ProcessBackend:
         self.processes = {p for p in self.processes if _is_running(p)}
         return len(running)
 
-# %% ../../nbs/core/backend.ipynb #1dabcb98
+# %% ../../nbs/core/backend.ipynb #bd4d5260
 def _quiet(f, *args):
     try: f(*args)
     except (ValueError, OSError, AssertionError): pass

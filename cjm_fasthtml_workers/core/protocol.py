@@ -7,11 +7,11 @@ __all__ = ['REQUESTS', 'REPLIES', 'MAX_FRAME', 'ExecuteRequest', 'CancelRequest'
            'StateRequest', 'StopRequest', 'ReadyReply', 'ResultReply', 'ChunkReply', 'ProgressReply', 'StateReply',
            'ErrorReply', 'error_info', 'encode_message', 'FrameDecoder', 'BlockingChannel', 'PluginManagerAdapter']
 
-# %% ../../nbs/core/protocol.ipynb #31a4ab9f
+# %% ../../nbs/core/protocol.ipynb #3cc35a48
 import pickle, struct
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Protocol, runtime_checkable
 
-# %% ../../nbs/core/protocol.ipynb #576ef8d7
+# %% ../../nbs/core/protocol.ipynb #32b14e7e
 class ExecuteRequest(NamedTuple):
     "Run one job: load the plugin if needed, then execute it with the job's parameters."
     req_id: int  # Correlation id, echoed by every reply about this job
@@ -45,7 +45,7 @@ class StopRequest(NamedTuple):
     "Ask a worker to unload its plugins and exit."
     req_id: int  # Correlation id
 
-# %% ../../nbs/core/protocol.ipynb #806b8554
+# %% ../../nbs/core/protocol.ipynb #c347997f
 class ReadyReply(NamedTuple):
     "Sent once by a new worker when its plugin manager is built and its plugins discovered."
     req_id: int  # Always 0: a worker is ready before any request
@@ -83,11 +83,11 @@ class ErrorReply(NamedTuple):
     job_id: Optional[str]  # The job that failed, if the request was one
     error: Dict[str, Any]  # 'type', 'message' and 'traceback' of the exception
 
-# %% ../../nbs/core/protocol.ipynb #330fc797
+# %% ../../nbs/core/protocol.ipynb #13ea6ed0
 REQUESTS = (ExecuteRequest, CancelRequest, ReloadRequest, UnloadRequest, StateRequest, StopRequest)
 REPLIES = (ReadyReply, ResultReply, ChunkReply, ProgressReply, StateReply, ErrorReply)
 
-# %% ../../nbs/core/protocol.ipynb #f78a0a04
+# %% ../../nbs/core/protocol.ipynb #51221ce7
 def error_info(
     exc: BaseException,  # The exception to describe
     with_traceback: bool = True,  # Include the formatted traceback
@@ -97,7 +97,7 @@ def error_info(
     tb = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if with_traceback else None
     return {'type': type(exc).__name__, 'message': str(exc), 'traceback': tb}
 
-# %% ../../nbs/core/protocol.ipynb #1ad48ef4
+# %% ../../nbs/core/protocol.ipynb #02fdf67e
 _HEADER = struct.Struct('!I')
 MAX_FRAME = 2**32 - 1
 
@@ -109,7 +109,7 @@ def encode_message(
     if len(body) > MAX_FRAME: raise ValueError(f"message of {len(body)} bytes is larger than the {MAX_FRAME}-byte frame limit")
     return _HEADER.pack(len(body)) + body
 
-# %% ../../nbs/core/protocol.ipynb #c5b26d76
+# %% ../../nbs/core/protocol.ipynb #49c9c22e
 class FrameDecoder:
     "Reassemble messages from a byte stream that arrives in arbitrary pieces."
     def __init__(self): self._buf, self._pos = bytearray(), 0
@@ -136,7 +136,7 @@ class FrameDecoder:
         "Bytes received that do not yet form a whole message."
         return len(self._buf) - self._pos
 
-# %% ../../nbs/core/protocol.ipynb #c6ddcffc
+# %% ../../nbs/core/protocol.ipynb #f3369a6a
 class BlockingChannel:
     "Send and receive framed messages over a blocking socket (the worker's end)."
     def __init__(self, sock): self.sock = sock
@@ -165,7 +165,7 @@ class BlockingChannel:
 
     def close(self): self.sock.close()
 
-# %% ../../nbs/core/protocol.ipynb #b0b2a484
+# %% ../../nbs/core/protocol.ipynb #7b203eae
 @runtime_checkable
 class PluginManagerAdapter(Protocol):
     "What a worker process needs from a plugin manager."

@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['PluginRegistryProtocol', 'ResourceManagerProtocol', 'EventBroadcasterProtocol', 'protocol_problems', 'check_protocol']
 
-# %% ../../nbs/extensions/protocols.ipynb #43f90ecf
+# %% ../../nbs/extensions/protocols.ipynb #587ea0b2
 import inspect
 from typing import Dict, Any, Protocol, Optional, List, runtime_checkable
 
-# %% ../../nbs/extensions/protocols.ipynb #6e184e77
+# %% ../../nbs/extensions/protocols.ipynb #c5e4ca27
 @runtime_checkable
 class PluginRegistryProtocol(Protocol):
     """Protocol for plugin registry integration."""
@@ -59,7 +59,7 @@ class PluginRegistryProtocol(Protocol):
         """
         ...
 
-# %% ../../nbs/extensions/protocols.ipynb #5cf30975
+# %% ../../nbs/extensions/protocols.ipynb #c1dc3281
 @runtime_checkable
 class ResourceManagerProtocol(Protocol):
     """Protocol for resource management integration."""
@@ -114,7 +114,7 @@ class ResourceManagerProtocol(Protocol):
         """
         ...
 
-# %% ../../nbs/extensions/protocols.ipynb #776be55f
+# %% ../../nbs/extensions/protocols.ipynb #68254830
 @runtime_checkable
 class EventBroadcasterProtocol(Protocol):
     """Protocol for SSE event broadcasting."""
@@ -133,13 +133,13 @@ class EventBroadcasterProtocol(Protocol):
         """
         ...
 
-# %% ../../nbs/extensions/protocols.ipynb #4f1f1daa
+# %% ../../nbs/extensions/protocols.ipynb #00cd9698
 def _protocol_methods(protocol: type) -> Dict[str, Any]:
     "The methods a protocol class declares, by name, in declaration order."
     return {name: member for name, member in vars(protocol).items()
             if inspect.isfunction(member) and not name.startswith('_')}
 
-# %% ../../nbs/extensions/protocols.ipynb #19a3f6ee
+# %% ../../nbs/extensions/protocols.ipynb #e7d614f6
 def _is_coroutine_callable(obj: Any) -> bool:
     "Whether calling `obj` returns a coroutine (async functions, methods, partials and async `__call__`)."
     while hasattr(obj, 'func') and callable(getattr(obj, 'func')):  # functools.partial
@@ -149,7 +149,7 @@ def _is_coroutine_callable(obj: Any) -> bool:
     call = getattr(type(obj), '__call__', None)
     return not inspect.isroutine(obj) and call is not None and inspect.iscoroutinefunction(call)
 
-# %% ../../nbs/extensions/protocols.ipynb #eb060b34
+# %% ../../nbs/extensions/protocols.ipynb #d217ef75
 def _call_shape(method: Any) -> tuple:
     "The positional and keyword arguments the manager passes when it calls a protocol method."
     params = list(inspect.signature(method).parameters.values())[1:]  # drop self
@@ -157,7 +157,7 @@ def _call_shape(method: Any) -> tuple:
     keywords = [p.name for p in params if p.default is not inspect.Parameter.empty]
     return positional, keywords
 
-# %% ../../nbs/extensions/protocols.ipynb #280effba
+# %% ../../nbs/extensions/protocols.ipynb #49c14ded
 def _signature_problem(name: str, method: Any, attr: Any) -> Optional[str]:
     "Why `attr` cannot be called the way the manager calls protocol method `name`, or None."
     try: sig = inspect.signature(attr)
@@ -169,7 +169,7 @@ def _signature_problem(name: str, method: Any, attr: Any) -> Optional[str]:
         return f"`{name}{sig}` cannot be called as `{name}({call})`: {e}"
     return None
 
-# %% ../../nbs/extensions/protocols.ipynb #430f2c1b
+# %% ../../nbs/extensions/protocols.ipynb #70829d22
 def protocol_problems(
     obj: Any,  # The object to check (e.g. an injected integration)
     protocol: type,  # One of the protocol classes of this module
@@ -190,7 +190,7 @@ def protocol_problems(
         if problem: problems.append(problem)
     return problems
 
-# %% ../../nbs/extensions/protocols.ipynb #39caaf66
+# %% ../../nbs/extensions/protocols.ipynb #a1ca7722
 def check_protocol(
     obj: Any,  # The object to check
     protocol: type,  # One of the protocol classes of this module

@@ -6,7 +6,7 @@
 __all__ = ['logger', 'TERMINAL_STATUSES', 'JobStatus', 'BaseJob', 'UnknownPluginError', 'QueueFullError', 'ManagerClosedError',
            'NoWorkersError', 'WorkerCommandError', 'BaseJobManager', 'JobManager']
 
-# %% ../../nbs/managers/base.ipynb #a50ddfa8
+# %% ../../nbs/managers/base.ipynb #958f0a29
 import asyncio, heapq, itertools, logging, pickle, queue, secrets, threading
 from multiprocessing import util as mp_util
 from abc import ABC, abstractmethod
@@ -26,10 +26,10 @@ from ..core.backend import ProcessBackend, describe_exit
 from ..extensions.protocols import (
     PluginRegistryProtocol, ResourceManagerProtocol, EventBroadcasterProtocol, check_protocol)
 
-# %% ../../nbs/managers/base.ipynb #9e1d0aec
+# %% ../../nbs/managers/base.ipynb #857b37bd
 logger = logging.getLogger(__name__)
 
-# %% ../../nbs/managers/base.ipynb #f61f577f
+# %% ../../nbs/managers/base.ipynb #0f805b63
 class JobStatus(str, Enum):
     "Where a job is in its lifecycle."
     PENDING = 'pending'
@@ -42,7 +42,7 @@ TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.
 
 def _now() -> datetime: return datetime.now(timezone.utc)
 
-# %% ../../nbs/managers/base.ipynb #e4408957
+# %% ../../nbs/managers/base.ipynb #fec03a2e
 @dataclass(eq=False)
 class BaseJob:
     "A unit of work for one plugin. Subclass it to carry more fields."
@@ -81,7 +81,7 @@ class BaseJob:
                 'worker_pid': self.worker_pid, 'progress': self.progress, 'progress_message': self.progress_message,
                 'error': self.error}
 
-# %% ../../nbs/managers/base.ipynb #c2907b29
+# %% ../../nbs/managers/base.ipynb #f3160c21
 class UnknownPluginError(ValueError):
     "`start_job` was given a plugin id that the registry (or the workers) do not know."
 
@@ -97,7 +97,7 @@ class NoWorkersError(RuntimeError):
 class WorkerCommandError(RuntimeError):
     "A worker could not carry out a command (reload, unload)."
 
-# %% ../../nbs/managers/base.ipynb #3d2426b0
+# %% ../../nbs/managers/base.ipynb #bce3c995
 class _IntegrationThread:
     "Runs integration calls in order on one daemon thread, never on the event loop."
     def __init__(self, name: str, max_backlog: int):
@@ -137,7 +137,7 @@ class _IntegrationThread:
         self.calls.put(None)
         return fut
 
-# %% ../../nbs/managers/base.ipynb #590af098
+# %% ../../nbs/managers/base.ipynb #a01f3f38
 class _Slot:
     "One place in the worker pool and the worker currently in it."
     def __init__(self, index: int):
@@ -162,7 +162,7 @@ class _Slot:
         return {'slot': self.index, 'pid': self.pid, 'state': self.state, 'restarts': self.restarts, 'standby': self.standby,
                 'job_id': self.job.id if self.job else None, 'plugin_id': self.job.plugin_id if self.job else None}
 
-# %% ../../nbs/managers/base.ipynb #553ef4c0
+# %% ../../nbs/managers/base.ipynb #15701c17
 class BaseJobManager(ABC):
     "Runs jobs for one category of plugins in a pool of worker processes."
     def __init__(self,
@@ -209,6 +209,7 @@ class BaseJobManager(ABC):
         self._shutdown_task = None
         self._events: deque = deque()
         self._event_wakeup = self._event_task = None
+        self._events_final = False  # set at the end of shutdown: the pump delivers what is queued, then ends
         self._events_dropped = 0
         self._resource_calls = _IntegrationThread('resource_manager', self.config.max_event_backlog)
         self._registry_calls = _IntegrationThread('plugin_registry', self.config.max_event_backlog)
@@ -231,14 +232,14 @@ class BaseJobManager(ABC):
     def extract_job_result(self, job: BaseJob, result_data: Any) -> Any:
         "What to keep as `job.result` from the plugin's output."
 
-# %% ../../nbs/managers/base.ipynb #984caa8b
+# %% ../../nbs/managers/base.ipynb #ccd6736f
 def _last_resort_cleanup(backend) -> None:
     "Kill and reap worker processes of a manager that was never shut down (at exit or when it is collected)."
     kill_all = getattr(backend, 'kill_all', None)
     if kill_all is not None and kill_all(0.5):
         logging.getLogger('cjm_fasthtml_workers.managers.base').warning("killed worker processes of a job manager that was not shut down")
 
-# %% ../../nbs/managers/base.ipynb #e86c79ce
+# %% ../../nbs/managers/base.ipynb #fc7ee38b
 @patch
 def new_job_id(self: BaseJobManager) -> str:
     "A job id unique within this manager (cheap: a random prefix and a counter)."
@@ -257,7 +258,7 @@ def _resource(self: BaseJobManager, method: str, *args, **kwargs) -> None:
     if self.resource_manager is not None:
         self._resource_calls.submit(getattr(self.resource_manager, method), *args, **kwargs)
 
-# %% ../../nbs/managers/base.ipynb #0293da34
+# %% ../../nbs/managers/base.ipynb #25e19a7b
 @patch
 def _emit(self: BaseJobManager, event_type: str, data: Dict[str, Any]) -> None:
     if self.event_broadcaster is None or self._loop is None: return
@@ -266,12 +267,17 @@ def _emit(self: BaseJobManager, event_type: str, data: Dict[str, Any]) -> None:
         if self._events_dropped == 1 or self._events_dropped % 1000 == 0:
             logger.warning("event broadcaster is not keeping up: %d events dropped", self._events_dropped)
     self._events.append((event_type, data))
-    if self._event_task is None: self._event_task = self._spawn(self._pump_events())
-    elif self._event_wakeup is not None and not self._event_wakeup.done(): self._event_wakeup.set_result(None)
+    if self._event_task is None or self._event_task.done():
+        if not self._events_final: self._event_task = self._spawn(self._pump_events())
+    else: self._wake_pump()
+
+@patch
+def _wake_pump(self: BaseJobManager) -> None:
+    if self._event_wakeup is not None and not self._event_wakeup.done(): self._event_wakeup.set_result(None)
 
 @patch
 async def _pump_events(self: BaseJobManager) -> None:
-    "Deliver queued events to the broadcaster, one at a time, in order."
+    "Deliver queued events to the broadcaster, one at a time, in order; ends once shutdown has finished and the queue is empty."
     timeout = self.config.integration_timeout
     while True:
         while self._events:
@@ -280,6 +286,7 @@ async def _pump_events(self: BaseJobManager) -> None:
             except asyncio.TimeoutError: logger.warning("event broadcaster took over %ss for %s; skipped", timeout, event_type)
             except asyncio.CancelledError: raise
             except Exception as e: logger.error("event broadcaster failed on %s: %s: %s", event_type, type(e).__name__, e)
+        if self._events_final: return
         self._event_wakeup = self._loop.create_future()
         await self._event_wakeup
 
@@ -298,7 +305,7 @@ def _worker_event(self: BaseJobManager, event_type: str, slot: _Slot, status: st
         self._emit(event_type, {'pid': slot.pid, 'status': status, 'slot': slot.index, 'worker_type': self.worker_type,
                                 'restarts': slot.restarts, 'timestamp': _now().isoformat(), **extra})
 
-# %% ../../nbs/managers/base.ipynb #897e2eb5
+# %% ../../nbs/managers/base.ipynb #56a183ca
 @patch
 def _transition(self: BaseJobManager, job: BaseJob, status: JobStatus, **extra) -> bool:
     "Move a job to `status`, record when, wake its waiters and announce it; False if it had already finished."
@@ -345,7 +352,7 @@ def _cancel(self: BaseJobManager, job: BaseJob, reason: str) -> None:
     job.error = reason
     self._transition(job, JobStatus.CANCELLED, error=reason)
 
-# %% ../../nbs/managers/base.ipynb #a410660f
+# %% ../../nbs/managers/base.ipynb #21b1494a
 @patch
 async def start(self: BaseJobManager) -> None:
     "Start the worker pool and wait until every worker is ready (or has failed to start); `start_job` does this on first use."
@@ -395,7 +402,7 @@ def _start_timed_out(self: BaseJobManager, slot: _Slot, handle) -> None:
         slot.start_error = {'type': 'TimeoutError', 'message': f"worker did not become ready within {self.config.worker_start_timeout}s", 'traceback': None}
         handle.kill()
 
-# %% ../../nbs/managers/base.ipynb #f0eeff1b
+# %% ../../nbs/managers/base.ipynb #39862d1b
 @patch
 def _on_message(self: BaseJobManager, handle, msg) -> None:
     slot = self._by_handle.get(handle)
@@ -480,7 +487,7 @@ def _on_progress(self: BaseJobManager, slot: _Slot, msg: ProgressReply) -> None:
     if self.event_broadcaster is not None:
         self._emit('job:progress', {'job_id': job.id, 'status': job.status.value, 'progress': msg.progress, 'message': msg.message})
 
-# %% ../../nbs/managers/base.ipynb #c80a9cff
+# %% ../../nbs/managers/base.ipynb #2a1395de
 @patch
 def _dispatch(self: BaseJobManager) -> None:
     "Give pending jobs to idle workers."
@@ -515,7 +522,7 @@ def _release(self: BaseJobManager, slot: _Slot) -> None:
     self._idle.append(slot)
     self._resource('update_worker_state', slot.pid, status='idle')
 
-# %% ../../nbs/managers/base.ipynb #bc3e8f20
+# %% ../../nbs/managers/base.ipynb #fb3dd052
 @patch
 def _stop_worker(self: BaseJobManager, slot: _Slot, reason: str) -> None:
     slot.cancel_timer()
@@ -534,7 +541,7 @@ def _on_timeout(self: BaseJobManager, slot: _Slot, job: BaseJob, seconds: float)
     self._fail(job, f"TimeoutError: the job ran longer than its {seconds}s timeout and was stopped")
     self._stop_worker(slot, 'timeout')
 
-# %% ../../nbs/managers/base.ipynb #8331709c
+# %% ../../nbs/managers/base.ipynb #be00dfde
 @patch
 def _on_exit(self: BaseJobManager, handle, exitcode: Optional[int]) -> None:
     slot = self._by_handle.pop(handle, None)
@@ -605,7 +612,7 @@ def _check_capacity(self: BaseJobManager) -> None:
             self._pending -= 1; self._payloads.pop(job.id, None)
             self._fail(job, f"NoWorkersError: {message}")
 
-# %% ../../nbs/managers/base.ipynb #539d09fa
+# %% ../../nbs/managers/base.ipynb #8b9d0b95
 def _registry_lookup(registry, plugin_id):
     "Runs on the registry thread: the plugin's metadata and configuration."
     meta = registry.get_plugin(plugin_id)
@@ -635,7 +642,7 @@ async def _plugin_config(self: BaseJobManager, plugin_id: str) -> Dict[str, Any]
         raise TypeError(f"the plugin registry returned a {type(config).__name__} as the configuration of {plugin_id!r}; a dict is required")
     return config
 
-# %% ../../nbs/managers/base.ipynb #84a4b21d
+# %% ../../nbs/managers/base.ipynb #40de0d42
 def _pickle_params(plugin_id: str, params: Dict[str, Any]) -> bytes:
     try: return pickle.dumps(params, pickle.HIGHEST_PROTOCOL)
     except Exception as e:
@@ -646,7 +653,7 @@ def _pickle_params(plugin_id: str, params: Dict[str, Any]) -> bytes:
                                 f"({type(value).__name__} is not picklable: {inner}); pass plain data such as str, numbers, lists, dicts or bytes") from None
         raise TypeError(f"the parameters of a {plugin_id!r} job cannot be sent to a worker process: {e}") from None
 
-# %% ../../nbs/managers/base.ipynb #d3d5b9d9
+# %% ../../nbs/managers/base.ipynb #d0ce88e6
 @patch
 async def start_job(self: BaseJobManager,
                     plugin_id: str,  # The plugin to run
@@ -683,7 +690,7 @@ async def start_job(self: BaseJobManager,
     self._dispatch()
     return job
 
-# %% ../../nbs/managers/base.ipynb #511ff7b4
+# %% ../../nbs/managers/base.ipynb #2fb569fd
 @patch
 async def cancel_job(self: BaseJobManager,
                      job_id: str,  # The job to cancel
@@ -708,7 +715,7 @@ def _get(self: BaseJobManager, job_id: str) -> BaseJob:
     if job is None: raise KeyError(f"no job {job_id!r} (unknown, or forgotten under the history retention settings)")
     return job
 
-# %% ../../nbs/managers/base.ipynb #d66034db
+# %% ../../nbs/managers/base.ipynb #198c9f4a
 @patch
 async def wait_for_job(self: BaseJobManager,
                        job_id: Any,  # The job's id, or the job itself (works even after it was forgotten under retention)
@@ -743,7 +750,7 @@ async def stream_job(self: BaseJobManager,
         self._chunk_waiters.setdefault(job_id, []).append(fut)
         await fut
 
-# %% ../../nbs/managers/base.ipynb #7d675bad
+# %% ../../nbs/managers/base.ipynb #a93de341
 @patch
 def _resolve_command(self: BaseJobManager, req_id: int, state=None, error=None) -> None:
     fut = self._commands.pop(req_id, None)
@@ -787,7 +794,7 @@ async def unload_plugin(self: BaseJobManager,
     "Unload a plugin from every worker, freeing what it holds; the next job for it loads it again."
     return await self._broadcast_command(lambda rid: UnloadRequest(rid, plugin_id))
 
-# %% ../../nbs/managers/base.ipynb #26c3eb30
+# %% ../../nbs/managers/base.ipynb #fcf8f2d0
 @patch
 def get_job(self: BaseJobManager, job_id: str) -> Optional[BaseJob]:
     "The job with this id, or None when unknown or forgotten."
@@ -845,7 +852,7 @@ def get_stats(self: BaseJobManager) -> Dict[str, int]:
     running = sum(1 for s in self._slots if s.job is not None)
     return {'pending': self._pending, 'running': running, 'held': len(self._jobs), 'workers': sum(1 for s in self._slots if s.handle is not None)}
 
-# %% ../../nbs/managers/base.ipynb #535b6ae0
+# %% ../../nbs/managers/base.ipynb #fbaac66c
 @patch
 async def shutdown(self: BaseJobManager,
                    grace: Optional[float] = None,  # Seconds before killing workers; default `WorkerConfig.shutdown_grace`
@@ -882,11 +889,7 @@ async def _shutdown(self: BaseJobManager, grace: float) -> None:
             if slot.handle is not None: slot.handle.kill()
         try: await asyncio.wait_for(asyncio.shield(self._all_stopped), 5)
         except asyncio.TimeoutError: logger.error("workers still running after SIGKILL")
-    if self._event_task is not None:
-        try: await asyncio.wait_for(self._drain_events(), self.config.integration_timeout)
-        except asyncio.TimeoutError: pass
-        self._event_task.cancel()
-        await asyncio.gather(self._event_task, return_exceptions=True)
+    await self._stop_event_pump()
     for calls in (self._resource_calls, self._registry_calls):
         done = calls.stop()
         if done is None: continue
@@ -895,8 +898,19 @@ async def _shutdown(self: BaseJobManager, grace: float) -> None:
     self._finish_shutdown()
 
 @patch
-async def _drain_events(self: BaseJobManager) -> None:
-    while self._events: await asyncio.sleep(0)
+async def _stop_event_pump(self: BaseJobManager) -> None:
+    "Let the pump deliver the queued events and end, within `integration_timeout`; then cancel it."
+    # Ending by a flag rather than by cancellation: asyncio.wait_for (3.11) can swallow a cancel that
+    # arrives as the broadcast it wraps completes, which would leave the pump waiting forever.
+    self._events_final = True
+    task = self._event_task
+    if task is None: return
+    self._wake_pump()
+    done, _ = await asyncio.wait({task}, timeout=self.config.integration_timeout)
+    if not done:
+        logger.warning("event broadcaster still busy at shutdown; %d events not delivered", len(self._events))
+        task.cancel()
+        await asyncio.wait({task}, timeout=1)
 
 @patch
 def _check_all_stopped(self: BaseJobManager) -> None:
@@ -909,7 +923,7 @@ def _finish_shutdown(self: BaseJobManager) -> None:
     if kill_all is not None: kill_all(0)
     self._finalizer.cancel()
 
-# %% ../../nbs/managers/base.ipynb #a2624859
+# %% ../../nbs/managers/base.ipynb #2ea825f4
 class JobManager(BaseJobManager):
     "A ready-to-use job manager: give it the entry point that builds the workers' plugins."
     def __init__(self,

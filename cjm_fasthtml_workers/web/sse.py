@@ -6,16 +6,16 @@
 __all__ = ['logger', 'format_sse', 'SSEEvent', 'SSEClient', 'SSEBroadcaster', 'events_after', 'subscribe', 'close', 'stream',
            'sse_response', 'sse_route']
 
-# %% ../../nbs/web/sse.ipynb #aa7bfa57
+# %% ../../nbs/web/sse.ipynb #0f31c831
 import asyncio, itertools, json, logging, re, threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
-# %% ../../nbs/web/sse.ipynb #af0cfabb
+# %% ../../nbs/web/sse.ipynb #a954f8b6
 logger = logging.getLogger(__name__)
 
-# %% ../../nbs/web/sse.ipynb #245efa7f
+# %% ../../nbs/web/sse.ipynb #68a5e745
 _NEWLINES = re.compile(r'\r\n|\r|\n')
 
 def format_sse(
@@ -32,7 +32,7 @@ def format_sse(
     out += [f"data: {line}" for line in _NEWLINES.split(str(data))]
     return '\n'.join(out) + '\n\n'
 
-# %% ../../nbs/web/sse.ipynb #f0c083ed
+# %% ../../nbs/web/sse.ipynb #5064f132
 @dataclass(frozen=True)
 class SSEEvent:
     "One broadcast event."
@@ -49,7 +49,7 @@ class SSEEvent:
         "This event as an SSE message with JSON data."
         return format_sse(json.dumps(self.data, default=str), event=self.type, id=self.id)
 
-# %% ../../nbs/web/sse.ipynb #178790ba
+# %% ../../nbs/web/sse.ipynb #d3dde288
 class SSEClient:
     "One subscriber: a bounded queue of events, optionally only those of one job."
     def __init__(self,
@@ -78,7 +78,7 @@ class SSEClient:
 
     def __repr__(self): return f"<SSEClient job_id={self.job_id!r} pending={self.pending} closed={self.closed}>"
 
-# %% ../../nbs/web/sse.ipynb #ceaf926e
+# %% ../../nbs/web/sse.ipynb #80061e68
 def _offer(self: SSEClient, event: SSEEvent) -> None:
     if self.closed: return
     if len(self._events) >= self.max_queue:
@@ -100,7 +100,7 @@ def _wake(self: SSEClient) -> None:
 
 SSEClient._offer, SSEClient._wake = _offer, _wake
 
-# %% ../../nbs/web/sse.ipynb #448cb33c
+# %% ../../nbs/web/sse.ipynb #d4e17ebe
 async def _get(self: SSEClient) -> Optional[SSEEvent]:
     "The next event; None once the client is closed or dropped."
     while True:
@@ -133,7 +133,7 @@ async def _anext(self: SSEClient) -> SSEEvent:
 SSEClient.get, SSEClient.close, SSEClient.__anext__ = _get, _close, _anext
 SSEClient.__aiter__ = lambda self: self
 
-# %% ../../nbs/web/sse.ipynb #55b97902
+# %% ../../nbs/web/sse.ipynb #9d23f27a
 class SSEBroadcaster:
     "Broadcast events to server-sent-event clients, each with its own bounded queue."
     def __init__(self,
@@ -183,7 +183,7 @@ class SSEBroadcaster:
         logger.warning("dropped SSE client %r: %s (it can reconnect and resume from event %s)", client, reason, client.last_id)
         client.close()
 
-# %% ../../nbs/web/sse.ipynb #2a49b11b
+# %% ../../nbs/web/sse.ipynb #40362af4
 def events_after(self: SSEBroadcaster,
                  last_event_id: int,  # Id of the last event the client saw
                 ) -> Tuple[List[SSEEvent], bool]:  # (later events in the history, whether none is missing)
@@ -216,7 +216,7 @@ def close(self: SSEBroadcaster) -> None:
 
 SSEBroadcaster.events_after, SSEBroadcaster.subscribe, SSEBroadcaster.close = events_after, subscribe, close
 
-# %% ../../nbs/web/sse.ipynb #6e778898
+# %% ../../nbs/web/sse.ipynb #c87f2e6a
 async def stream(self: SSEBroadcaster,
                  job_id: Optional[str] = None,  # Only this job's events
                  last_event_id: Optional[int] = None,  # Resume after this event
@@ -239,7 +239,7 @@ async def stream(self: SSEBroadcaster,
 
 SSEBroadcaster.stream = stream
 
-# %% ../../nbs/web/sse.ipynb #7eef4ec4
+# %% ../../nbs/web/sse.ipynb #936398ee
 def _last_event_id(request) -> Optional[int]:
     raw = request.headers.get('last-event-id') or request.query_params.get('last_event_id')
     try: return int(raw) if raw not in (None, '') else None
@@ -256,7 +256,7 @@ def sse_response(
     return StreamingResponse(gen, media_type='text/event-stream',
                              headers={'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no'})
 
-# %% ../../nbs/web/sse.ipynb #3926264f
+# %% ../../nbs/web/sse.ipynb #530adf13
 def sse_route(
     app,  # A FastHTML (or Starlette) app
     broadcaster: SSEBroadcaster,  # The broadcaster to stream
