@@ -142,6 +142,15 @@ def status(b, jid): return b.js("const e = document.getElementById('job-' + argu
 def output(b, jid): return b.js("const e = document.getElementById('out-' + arguments[0]); return e ? e.textContent : ''", jid)
 def wait_status(b, jid, st, timeout=20): return wait_for(lambda: status(b, jid) == st, timeout, f'job {jid} to be {st} (is {status(b, jid)})')
 
+def click_cancel(b, jid, tries=5):
+    """Click a job's Cancel button until its card reports cancelled. htmx wires up a card swapped in over SSE
+    after its settle delay, so a click in the same instant can fall on a button not yet live; a person clicks again."""
+    for _ in range(tries):
+        b.js("const x = document.querySelector('#job-' + arguments[0] + ' .btn-cancel'); if (x) x.click()", jid)
+        try: return wait_status(b, jid, 'cancelled', timeout=4)
+        except AssertionError: continue
+    wait_status(b, jid, 'cancelled', timeout=1)
+
 WORDS = 'the quick brown fox jumps over the lazy dog'
 
 # --- tests ---
@@ -171,8 +180,7 @@ def test_cancel_running_job_while_another_runs(server, browser):
     a = start_preset(browser, 'sleep')
     b = start_form(browser, 'stream-words', {'text': WORDS, 'delay': 0.4, 'repeat': 3})
     wait_status(browser, a, 'running'); wait_status(browser, b, 'running')
-    browser.js("document.querySelector('#job-' + arguments[0] + ' .btn-cancel').click()", a)
-    wait_status(browser, a, 'cancelled')
+    click_cancel(browser, a)
     assert status(browser, b) == 'running'
     n = len(output(browser, b).split())
     wait_for(lambda: len(output(browser, b).split()) > n, 10, 'the other job to keep streaming')
@@ -211,7 +219,7 @@ def test_dashboard_screenshot(server, browser):
     wait_status(browser, ok, 'completed')
     f = start_preset(browser, 'fail'); wait_status(browser, f, 'failed')
     x = start_preset(browser, 'sleep'); wait_status(browser, x, 'running')
-    browser.js("document.querySelector('#job-' + arguments[0] + ' .btn-cancel').click()", x); wait_status(browser, x, 'cancelled')
+    click_cancel(browser, x)
     p = start_form(browser, 'count-primes', {'limit': 2_000_000})
     s = start_form(browser, 'stream-words', {'text': WORDS + ' ' + WORDS, 'delay': 0.3, 'repeat': 3})
     wait_for(lambda: len(output(browser, s).split()) >= 6, 15, 'streamed output')
