@@ -7,11 +7,12 @@ __all__ = ['REQUESTS', 'REPLIES', 'MAX_FRAME', 'ExecuteRequest', 'CancelRequest'
            'StateRequest', 'StopRequest', 'ReadyReply', 'ResultReply', 'ChunkReply', 'ProgressReply', 'StateReply',
            'ErrorReply', 'error_info', 'encode_message', 'FrameDecoder', 'BlockingChannel', 'PluginManagerAdapter']
 
-# %% ../../nbs/core/protocol.ipynb #3cc35a48
+# %% ../../nbs/core/protocol.ipynb #5f5521bd
 import pickle, struct
+from collections import deque
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Protocol, runtime_checkable
 
-# %% ../../nbs/core/protocol.ipynb #32b14e7e
+# %% ../../nbs/core/protocol.ipynb #3d3ed595
 class ExecuteRequest(NamedTuple):
     "Run one job: load the plugin if needed, then execute it with the job's parameters."
     req_id: int  # Correlation id, echoed by every reply about this job
@@ -45,7 +46,7 @@ class StopRequest(NamedTuple):
     "Ask a worker to unload its plugins and exit."
     req_id: int  # Correlation id
 
-# %% ../../nbs/core/protocol.ipynb #c347997f
+# %% ../../nbs/core/protocol.ipynb #ab1fdca8
 class ReadyReply(NamedTuple):
     "Sent once by a new worker when its plugin manager is built and its plugins discovered."
     req_id: int  # Always 0: a worker is ready before any request
@@ -83,11 +84,11 @@ class ErrorReply(NamedTuple):
     job_id: Optional[str]  # The job that failed, if the request was one
     error: Dict[str, Any]  # 'type', 'message' and 'traceback' of the exception
 
-# %% ../../nbs/core/protocol.ipynb #13ea6ed0
+# %% ../../nbs/core/protocol.ipynb #cf0ca958
 REQUESTS = (ExecuteRequest, CancelRequest, ReloadRequest, UnloadRequest, StateRequest, StopRequest)
 REPLIES = (ReadyReply, ResultReply, ChunkReply, ProgressReply, StateReply, ErrorReply)
 
-# %% ../../nbs/core/protocol.ipynb #51221ce7
+# %% ../../nbs/core/protocol.ipynb #0e944573
 def error_info(
     exc: BaseException,  # The exception to describe
     with_traceback: bool = True,  # Include the formatted traceback
@@ -97,7 +98,7 @@ def error_info(
     tb = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if with_traceback else None
     return {'type': type(exc).__name__, 'message': str(exc), 'traceback': tb}
 
-# %% ../../nbs/core/protocol.ipynb #02fdf67e
+# %% ../../nbs/core/protocol.ipynb #50f8e153
 _HEADER = struct.Struct('!I')
 MAX_FRAME = 2**32 - 1
 
@@ -109,7 +110,7 @@ def encode_message(
     if len(body) > MAX_FRAME: raise ValueError(f"message of {len(body)} bytes is larger than the {MAX_FRAME}-byte frame limit")
     return _HEADER.pack(len(body)) + body
 
-# %% ../../nbs/core/protocol.ipynb #49c9c22e
+# %% ../../nbs/core/protocol.ipynb #1cbd4c87
 class FrameDecoder:
     "Reassemble messages from a byte stream that arrives in arbitrary pieces."
     def __init__(self): self._buf, self._pos = bytearray(), 0
@@ -136,36 +137,43 @@ class FrameDecoder:
         "Bytes received that do not yet form a whole message."
         return len(self._buf) - self._pos
 
-# %% ../../nbs/core/protocol.ipynb #f3369a6a
+# %% ../../nbs/core/protocol.ipynb #d6efb363
 class BlockingChannel:
     "Send and receive framed messages over a blocking socket (the worker's end)."
-    def __init__(self, sock): self.sock = sock
+    def __init__(self, sock):
+        self.sock, self._decoder = sock, FrameDecoder()
+        self.inbox: deque = deque()  # whole messages received and not yet taken
+        self.closed = False  # the other end has closed the connection
 
     def send(self, msg: Any):
         "Send one message."
         self.sock.sendall(encode_message(msg))
 
-    def _read_exact(self, n: int) -> bytes:
-        buf = bytearray(n); view = memoryview(buf); got = 0
-        while got < n:
-            k = self.sock.recv_into(view[got:])
-            if not k: raise EOFError("the manager closed the connection")
-            got += k
-        return bytes(buf)
+    def _read(self) -> None:
+        data = self.sock.recv(1 << 18)
+        if not data: self.closed = True
+        else: self.inbox.extend(self._decoder.feed(data))
 
     def recv(self) -> Any:
         "Receive one message, blocking; EOFError when the other end closed."
-        (n,) = _HEADER.unpack(self._read_exact(4))
-        return pickle.loads(self._read_exact(n))
+        while not self.inbox:
+            if self.closed: raise EOFError("the manager closed the connection")
+            self._read()
+        return self.inbox.popleft()
+
+    def read_available(self) -> None:
+        "Move every message that has already arrived into `inbox`, without blocking."
+        import select
+        while not self.closed and select.select([self.sock], [], [], 0)[0]: self._read()
 
     def poll(self, timeout: float = 0.0) -> bool:
         "Whether a message (or end of stream) is waiting to be read."
         import select
-        return bool(select.select([self.sock], [], [], timeout)[0])
+        return bool(self.inbox) or self.closed or bool(select.select([self.sock], [], [], timeout)[0])
 
     def close(self): self.sock.close()
 
-# %% ../../nbs/core/protocol.ipynb #7b203eae
+# %% ../../nbs/core/protocol.ipynb #09441828
 @runtime_checkable
 class PluginManagerAdapter(Protocol):
     "What a worker process needs from a plugin manager."

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['logger', 'report_progress', 'WorkerLoop', 'run_worker']
 
-# %% ../../nbs/core/worker.ipynb #4a0173b5
+# %% ../../nbs/core/worker.ipynb #31d1060a
 import logging, os, pickle, signal, sys
 from typing import Any, Callable, Dict, List, Optional
 from .protocol import (
@@ -13,10 +13,10 @@ from .protocol import (
     ReadyReply, ResultReply, ChunkReply, ProgressReply, StateReply, ErrorReply, error_info)
 from .adapters import adapt_plugin_manager
 
-# %% ../../nbs/core/worker.ipynb #e4682b62
+# %% ../../nbs/core/worker.ipynb #6f1ebed4
 logger = logging.getLogger(__name__)
 
-# %% ../../nbs/core/worker.ipynb #b4830105
+# %% ../../nbs/core/worker.ipynb #ce04ce34
 _current_job = None  # (channel, req_id, job_id) of the job this worker is running
 
 def report_progress(
@@ -31,14 +31,14 @@ def report_progress(
     channel.send(ProgressReply(req_id, job_id, progress, message))
     return True
 
-# %% ../../nbs/core/worker.ipynb #dba169f8
+# %% ../../nbs/core/worker.ipynb #766a9494
 def _join_chunks(chunks: List[Any]) -> Any:
     "The full output of a stream: text and bytes joined, anything else as a list."
     if chunks and all(isinstance(c, str) for c in chunks): return ''.join(chunks)
     if chunks and all(isinstance(c, bytes) for c in chunks): return b''.join(chunks)
     return list(chunks)
 
-# %% ../../nbs/core/worker.ipynb #5320f94e
+# %% ../../nbs/core/worker.ipynb #94886b8f
 class WorkerLoop:
     "Answer manager requests with a plugin manager, one at a time."
     def __init__(self,
@@ -60,6 +60,7 @@ class WorkerLoop:
                 self.unload_all()
                 self.channel.send(StateReply(msg.req_id, self.describe()))
                 break
+            if type(msg) is ExecuteRequest: self.take_cancels()
             handler = handlers.get(type(msg))
             if handler is None:
                 self.channel.send(ErrorReply(getattr(msg, 'req_id', 0), None, error_info(TypeError(f"unknown request {type(msg).__name__}"), False)))
@@ -73,7 +74,7 @@ class WorkerLoop:
         "The worker's state: pid and loaded plugins, plus `extra`."
         return {'pid': os.getpid(), 'loaded_plugins': sorted(self.loaded), **extra}
 
-# %% ../../nbs/core/worker.ipynb #c1b4b5b5
+# %% ../../nbs/core/worker.ipynb #e12350e7
 def _ensure_loaded(self: WorkerLoop, plugin_id: str, config: Dict[str, Any]) -> None:
     if plugin_id not in self.loaded: self.plugins.load_plugin(plugin_id, config)
     elif self.loaded[plugin_id] != config: self.plugins.reload_plugin(plugin_id, config)
@@ -112,7 +113,17 @@ def _execute(self: WorkerLoop, req: ExecuteRequest) -> None:
 
 WorkerLoop.execute = _execute
 
-# %% ../../nbs/core/worker.ipynb #108a9865
+# %% ../../nbs/core/worker.ipynb #3caeea87
+def _take_cancels(self: WorkerLoop) -> None:
+    "Apply the cancels already waiting behind the next job, so a job cancelled before it started is dropped, not run."
+    self.channel.read_available()
+    inbox = self.channel.inbox
+    if not any(type(m) is CancelRequest for m in inbox): return
+    rest = [m for m in inbox if type(m) is not CancelRequest]
+    cancels = [m for m in inbox if type(m) is CancelRequest]
+    inbox.clear(); inbox.extend(rest)
+    for m in cancels: self.cancel(m)
+
 def _cancel(self: WorkerLoop, req: CancelRequest) -> None:
     "Drop a job that has not started yet."
     self.dropped.add(req.job_id)
@@ -144,8 +155,9 @@ def _unload_all(self: WorkerLoop) -> None:
         self.loaded.pop(plugin_id, None)
 
 WorkerLoop.cancel, WorkerLoop.reload, WorkerLoop.unload, WorkerLoop.state, WorkerLoop.unload_all = _cancel, _reload, _unload, _state, _unload_all
+WorkerLoop.take_cancels = _take_cancels
 
-# %% ../../nbs/core/worker.ipynb #58d49655
+# %% ../../nbs/core/worker.ipynb #c583f2e2
 def _die_with_parent(parent_pid: Optional[int]) -> None:
     "Have the kernel kill this process when its parent dies (Linux); exit now if the expected parent is already gone."
     if sys.platform.startswith('linux'):
@@ -155,7 +167,7 @@ def _die_with_parent(parent_pid: Optional[int]) -> None:
         except Exception: pass
     if parent_pid is not None and os.getppid() != parent_pid: os._exit(1)
 
-# %% ../../nbs/core/worker.ipynb #a8a2b48b
+# %% ../../nbs/core/worker.ipynb #7e02c3ed
 def run_worker(
     sock,  # The worker's end of a connected socket pair
     entry_point: Callable[[], Any],  # Called once here; returns the plugin manager (or a mapping of plugins)
