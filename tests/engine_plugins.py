@@ -29,8 +29,15 @@ def plugins_for_tests():
     plugins.add('config-echo', ConfigEcho)
     plugins.add('unpicklable', unpicklable_result)
     plugins.add('stubborn', stubborn_sleep)
+    plugins.add('touch', touch)
     return plugins
 
 
 def broken_entry_point():
     raise RuntimeError("cannot load the model weights")
+
+
+def touch(path: str, **_):
+    "A side effect that shows whether the job ran at all."
+    with open(path, 'a') as f: f.write('ran\n')
+    return path

@@ -5,16 +5,16 @@
 # %% auto #0
 __all__ = ['logger', 'WorkerHandle', 'WorkerBackend', 'describe_exit', 'ProcessWorker', 'ProcessBackend']
 
-# %% ../../nbs/core/backend.ipynb #7d024814
+# %% ../../nbs/core/backend.ipynb #03a8f2b0
 import asyncio, logging, multiprocessing, os, signal, socket
 from typing import Any, Callable, Optional, Protocol, runtime_checkable
 from .protocol import FrameDecoder, encode_message
 from .worker import run_worker
 
-# %% ../../nbs/core/backend.ipynb #0422df8b
+# %% ../../nbs/core/backend.ipynb #32aa9af1
 logger = logging.getLogger(__name__)
 
-# %% ../../nbs/core/backend.ipynb #e5fa77f4
+# %% ../../nbs/core/backend.ipynb #eff24e9c
 @runtime_checkable
 class WorkerHandle(Protocol):
     "One running worker, as the scheduler sees it."
@@ -48,7 +48,7 @@ class WorkerBackend(Protocol):
         "Start a worker; its ReadyReply (or ErrorReply) arrives through `on_message`."
         ...
 
-# %% ../../nbs/core/backend.ipynb #806ba642
+# %% ../../nbs/core/backend.ipynb #46f69dd7
 def describe_exit(
     exitcode: Optional[int],  # A process exit code; negative for a signal, as multiprocessing reports it
 ) -> str:  # e.g. 'killed by signal SIGKILL (exit code -9)'
@@ -60,22 +60,38 @@ def describe_exit(
         return f"killed by signal {name} (exit code {exitcode})"
     return f"exited with code {exitcode}"
 
-# %% ../../nbs/core/backend.ipynb #e7a68975
+# %% ../../nbs/core/backend.ipynb #e135a1d3
+class _Outbox:
+    "Holds requests written while replies are being handled; sends them, one write per worker, when handling ends."
+    def __init__(self): self.depth, self.held = 0, {}
+    def write(self, worker, frame: bytes) -> None:
+        if self.depth: self.held.setdefault(worker, []).append(frame)
+        else: worker.transport.write(frame)
+    def __enter__(self): self.depth += 1
+    def __exit__(self, *exc):
+        self.depth -= 1
+        if self.depth or not self.held: return
+        held, self.held = self.held, {}
+        for worker, frames in held.items():
+            if worker.transport is not None and not worker.transport.is_closing(): worker.transport.write(b''.join(frames))
+
+# %% ../../nbs/core/backend.ipynb #4723e86d
 class _Connection(asyncio.Protocol):
     "The manager's end of one worker's socket."
     def __init__(self, worker): self.worker, self.decoder = worker, FrameDecoder()
     def data_received(self, data):
-        for msg in self.decoder.feed(data): self.worker._deliver(msg)
+        with self.worker.outbox:
+            for msg in self.decoder.feed(data): self.worker._deliver(msg)
     def eof_received(self): return False
     def connection_lost(self, exc): self.worker._connection_closed()
 
-# %% ../../nbs/core/backend.ipynb #7c832c85
+# %% ../../nbs/core/backend.ipynb #0b926a38
 class ProcessWorker:
     "A worker process and the manager's connection to it."
     EOF_WAIT = 1.0  # Seconds to wait for the connection to close once the process is gone
 
-    def __init__(self, process, loop, on_message, on_exit):
-        self.process, self.loop = process, loop
+    def __init__(self, process, loop, on_message, on_exit, outbox: Optional[_Outbox] = None):
+        self.process, self.loop, self.outbox = process, loop, outbox or _Outbox()
         self.on_message, self.on_exit = on_message, on_exit
         self.pid: Optional[int] = None
         self.exitcode: Optional[int] = None
@@ -86,7 +102,7 @@ class ProcessWorker:
         "Write a request to the worker; raises ConnectionError once the worker is gone."
         if self.transport is None or self.transport.is_closing():
             raise ConnectionError(f"worker {self.pid} is not connected")
-        self.transport.write(encode_message(msg))
+        self.outbox.write(self, encode_message(msg))
 
     def terminate(self) -> None:
         "SIGTERM the process if it is still running."
@@ -105,7 +121,7 @@ class ProcessWorker:
 
     def __repr__(self): return f"<ProcessWorker pid={self.pid} {'alive' if self.alive else describe_exit(self.exitcode)}>"
 
-# %% ../../nbs/core/backend.ipynb #95a66d12
+# %% ../../nbs/core/backend.ipynb #5771986b
 def _deliver(self: ProcessWorker, msg: Any) -> None:
     try: self.on_message(self, msg)
     except Exception: logger.exception("handling %s from worker %s failed", type(msg).__name__, self.pid)
@@ -139,7 +155,7 @@ def _report_exit(self: ProcessWorker) -> None:
 
 ProcessWorker._deliver, ProcessWorker._connection_closed = _deliver, _connection_closed
 
-# %% ../../nbs/core/backend.ipynb #c31e2d0a
+# %% ../../nbs/core/backend.ipynb #9af02953
 class ProcessBackend:
     "Hosts workers as local processes, started with the configured multiprocessing start method."
     def __init__(self,
@@ -148,6 +164,7 @@ class ProcessBackend:
         self.start_method = start_method
         self.context = multiprocessing.get_context(start_method)
         self.processes = set()  # every process started and not yet reaped, for last-resort cleanup
+        self.outbox = _Outbox()  # shared by this backend's workers, so replies from one batch requests to all
 
     async def start_worker(self,
                            entry_point: Callable[[], Any],  # Builds the plugin manager inside the worker
@@ -166,7 +183,7 @@ class ProcessBackend:
             ours.close(); theirs.close()
             raise
         finally: theirs.close()
-        worker = ProcessWorker(process, loop, on_message, on_exit)
+        worker = ProcessWorker(process, loop, on_message, on_exit, self.outbox)
         worker.pid = process.pid
         self.processes.add(process)
         ours.setblocking(False)
@@ -184,7 +201,7 @@ class ProcessBackend:
         self.processes = {p for p in self.processes if _is_running(p)}
         return len(running)
 
-# %% ../../nbs/core/backend.ipynb #bd4d5260
+# %% ../../nbs/core/backend.ipynb #322f6aeb
 def _quiet(f, *args):
     try: f(*args)
     except (ValueError, OSError, AssertionError): pass

@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['START_METHODS', 'RestartPolicy', 'WorkerConfig', 'restart_delay']
 
-# %% ../../nbs/core/config.ipynb #61817e41
+# %% ../../nbs/core/config.ipynb #026f540b
 import multiprocessing
 from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Optional, List
 
-# %% ../../nbs/core/config.ipynb #3f5f582a
+# %% ../../nbs/core/config.ipynb #8699584d
 class RestartPolicy(str, Enum):
     "When a worker process that ended is replaced by a new one."
     NEVER = 'never'  # never replace a worker: the pool shrinks, and with no worker left pending jobs fail
@@ -19,10 +19,10 @@ class RestartPolicy(str, Enum):
     ALWAYS = 'always'  # replace every worker at once, up to `max_restart_attempts` crashes in a row
     BACKOFF = 'backoff'  # like ALWAYS, but wait `restart_backoff_base * 2**(n-1)` seconds after the n-th crash in a row
 
-# %% ../../nbs/core/config.ipynb #57aa938c
+# %% ../../nbs/core/config.ipynb #82a400b6
 START_METHODS = ('spawn', 'fork', 'forkserver')
 
-# %% ../../nbs/core/config.ipynb #2b7ef24d
+# %% ../../nbs/core/config.ipynb #9e16a766
 def _number_problem(name, value, minimum, allow_none=False, integer=False, strict=False):
     "Why `value` is not an acceptable setting for `name`, or None."
     if value is None and allow_none: return None
@@ -34,12 +34,14 @@ def _number_problem(name, value, minimum, allow_none=False, integer=False, stric
         return f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}"
     return None
 
-# %% ../../nbs/core/config.ipynb #cb3a755e
+# %% ../../nbs/core/config.ipynb #900069c5
 @dataclass
 class WorkerConfig:
     "Settings for a job manager's worker pool, queue, restarts, timeouts and history."
     max_workers: int = 1  # Number of worker processes
     standby_workers: int = 0  # Extra started workers kept ready to replace a stopped or crashed one at once
+    prefetch: int = 8  # Most short jobs sent ahead to a busy worker, so it never waits for the manager between them; 0 turns this off
+    prefetch_max_runtime: float = 0.01  # Only jobs of plugins whose recent jobs took less than this many seconds are sent ahead
     start_method: str = 'spawn'  # How worker processes start: 'spawn' (safe with threads and GPU libraries), 'fork' or 'forkserver'
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS  # When an ended worker is replaced
     max_restart_attempts: int = 5  # Crashes in a row (no job completed in between) after which a worker slot is given up; 0 means no limit
@@ -61,11 +63,13 @@ class WorkerConfig:
         if problems: raise ValueError("Invalid WorkerConfig:\n" + '\n'.join(f"  - {p}" for p in problems))
         self.restart_policy = RestartPolicy(self.restart_policy)
 
-# %% ../../nbs/core/config.ipynb #ebd16142
+# %% ../../nbs/core/config.ipynb #a541da2f
 def _config_problems(self: WorkerConfig) -> List[str]:
     "Every invalid setting of this config, one message each."
     p = [_number_problem('max_workers', self.max_workers, 1, integer=True),
          _number_problem('standby_workers', self.standby_workers, 0, integer=True),
+         _number_problem('prefetch', self.prefetch, 0, integer=True),
+         _number_problem('prefetch_max_runtime', self.prefetch_max_runtime, 0),
          _number_problem('max_restart_attempts', self.max_restart_attempts, 0, integer=True),
          _number_problem('restart_backoff_base', self.restart_backoff_base, 0),
          _number_problem('restart_backoff_max', self.restart_backoff_max, 0),
@@ -86,13 +90,13 @@ def _config_problems(self: WorkerConfig) -> List[str]:
     try: RestartPolicy(self.restart_policy)
     except ValueError:
         p.append(f"restart_policy must be one of {', '.join(r.value for r in RestartPolicy)}, got {self.restart_policy!r}")
-    if not p[3] and not p[4] and self.restart_backoff_max < self.restart_backoff_base:
+    if not p[5] and not p[6] and self.restart_backoff_max < self.restart_backoff_base:
         p.append(f"restart_backoff_max ({self.restart_backoff_max}) must be >= restart_backoff_base ({self.restart_backoff_base})")
     return [x for x in p if x]
 
 WorkerConfig.problems = _config_problems
 
-# %% ../../nbs/core/config.ipynb #adc20459
+# %% ../../nbs/core/config.ipynb #1a396a83
 def restart_delay(
     config: WorkerConfig,  # The pool's configuration
     crashes_in_a_row: int,  # Crashes of this worker slot since its last completed job (1 for the first)

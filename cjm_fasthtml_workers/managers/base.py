@@ -6,7 +6,7 @@
 __all__ = ['logger', 'TERMINAL_STATUSES', 'JobStatus', 'BaseJob', 'UnknownPluginError', 'QueueFullError', 'ManagerClosedError',
            'NoWorkersError', 'WorkerCommandError', 'BaseJobManager', 'JobManager']
 
-# %% ../../nbs/managers/base.ipynb #958f0a29
+# %% ../../nbs/managers/base.ipynb #955ca39d
 import asyncio, heapq, itertools, logging, pickle, queue, secrets, threading
 from multiprocessing import util as mp_util
 from abc import ABC, abstractmethod
@@ -20,16 +20,16 @@ from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 from fastcore.basics import patch
 from ..core.config import WorkerConfig, RestartPolicy, restart_delay
 from ..core.protocol import (
-    ExecuteRequest, ReloadRequest, UnloadRequest, StopRequest,
+    ExecuteRequest, CancelRequest, ReloadRequest, UnloadRequest, StopRequest,
     ReadyReply, ResultReply, ChunkReply, ProgressReply, StateReply, ErrorReply)
 from ..core.backend import ProcessBackend, describe_exit
 from ..extensions.protocols import (
     PluginRegistryProtocol, ResourceManagerProtocol, EventBroadcasterProtocol, check_protocol)
 
-# %% ../../nbs/managers/base.ipynb #857b37bd
+# %% ../../nbs/managers/base.ipynb #f3030010
 logger = logging.getLogger(__name__)
 
-# %% ../../nbs/managers/base.ipynb #0f805b63
+# %% ../../nbs/managers/base.ipynb #50bc2947
 class JobStatus(str, Enum):
     "Where a job is in its lifecycle."
     PENDING = 'pending'
@@ -39,10 +39,11 @@ class JobStatus(str, Enum):
     CANCELLED = 'cancelled'
 
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+_STATUS_NAMES = {s: s.value for s in JobStatus}  # Enum.value is a property: a dict lookup is cheaper on the hot path
 
 def _now() -> datetime: return datetime.now(timezone.utc)
 
-# %% ../../nbs/managers/base.ipynb #fec03a2e
+# %% ../../nbs/managers/base.ipynb #7810651e
 @dataclass(eq=False)
 class BaseJob:
     "A unit of work for one plugin. Subclass it to carry more fields."
@@ -81,7 +82,7 @@ class BaseJob:
                 'worker_pid': self.worker_pid, 'progress': self.progress, 'progress_message': self.progress_message,
                 'error': self.error}
 
-# %% ../../nbs/managers/base.ipynb #f3160c21
+# %% ../../nbs/managers/base.ipynb #5d487541
 class UnknownPluginError(ValueError):
     "`start_job` was given a plugin id that the registry (or the workers) do not know."
 
@@ -97,7 +98,7 @@ class NoWorkersError(RuntimeError):
 class WorkerCommandError(RuntimeError):
     "A worker could not carry out a command (reload, unload)."
 
-# %% ../../nbs/managers/base.ipynb #bce3c995
+# %% ../../nbs/managers/base.ipynb #99d51067
 class _IntegrationThread:
     "Runs integration calls in order on one daemon thread, never on the event loop."
     def __init__(self, name: str, max_backlog: int):
@@ -137,7 +138,7 @@ class _IntegrationThread:
         self.calls.put(None)
         return fut
 
-# %% ../../nbs/managers/base.ipynb #a01f3f38
+# %% ../../nbs/managers/base.ipynb #d0df5e0e
 class _Slot:
     "One place in the worker pool and the worker currently in it."
     def __init__(self, index: int):
@@ -154,15 +155,18 @@ class _Slot:
         self.timer = None  # job timeout, start timeout or kill escalation
         self.ready_once = False
         self.standby = False  # a spare worker, outside the pool until it replaces one
+        self.ahead: deque = deque()  # jobs sent ahead, in order: (queue entry, req_id, payload, config)
+        self.started = 0.0  # loop time when the current job started
 
     def cancel_timer(self):
         if self.timer is not None: self.timer.cancel(); self.timer = None
 
     def to_dict(self) -> Dict[str, Any]:
         return {'slot': self.index, 'pid': self.pid, 'state': self.state, 'restarts': self.restarts, 'standby': self.standby,
-                'job_id': self.job.id if self.job else None, 'plugin_id': self.job.plugin_id if self.job else None}
+                'job_id': self.job.id if self.job else None, 'plugin_id': self.job.plugin_id if self.job else None,
+                'sent_ahead': len(self.ahead)}
 
-# %% ../../nbs/managers/base.ipynb #15701c17
+# %% ../../nbs/managers/base.ipynb #5fafae65
 class BaseJobManager(ABC):
     "Runs jobs for one category of plugins in a pool of worker processes."
     def __init__(self,
@@ -198,6 +202,8 @@ class BaseJobManager(ABC):
         for spare in self._standby: spare.standby = True
         self._idle: deque = deque()
         self._by_handle: Dict[Any, _Slot] = {}
+        self._sent_ahead: Dict[str, _Slot] = {}  # job id -> the slot a pending job was sent ahead to
+        self._runtimes: Dict[str, float] = {}  # plugin id -> recent job run time (seconds, smoothed)
         self._plugins: Dict[str, Dict[str, Any]] = {}
         self._config_overrides: Dict[str, Dict[str, Any]] = {}
         self._req_ids = itertools.count(1)
@@ -232,14 +238,14 @@ class BaseJobManager(ABC):
     def extract_job_result(self, job: BaseJob, result_data: Any) -> Any:
         "What to keep as `job.result` from the plugin's output."
 
-# %% ../../nbs/managers/base.ipynb #ccd6736f
+# %% ../../nbs/managers/base.ipynb #def2487b
 def _last_resort_cleanup(backend) -> None:
     "Kill and reap worker processes of a manager that was never shut down (at exit or when it is collected)."
     kill_all = getattr(backend, 'kill_all', None)
     if kill_all is not None and kill_all(0.5):
         logging.getLogger('cjm_fasthtml_workers.managers.base').warning("killed worker processes of a job manager that was not shut down")
 
-# %% ../../nbs/managers/base.ipynb #fc7ee38b
+# %% ../../nbs/managers/base.ipynb #73ae06d9
 @patch
 def new_job_id(self: BaseJobManager) -> str:
     "A job id unique within this manager (cheap: a random prefix and a counter)."
@@ -258,7 +264,7 @@ def _resource(self: BaseJobManager, method: str, *args, **kwargs) -> None:
     if self.resource_manager is not None:
         self._resource_calls.submit(getattr(self.resource_manager, method), *args, **kwargs)
 
-# %% ../../nbs/managers/base.ipynb #25e19a7b
+# %% ../../nbs/managers/base.ipynb #e0f6b54d
 @patch
 def _emit(self: BaseJobManager, event_type: str, data: Dict[str, Any]) -> None:
     if self.event_broadcaster is None or self._loop is None: return
@@ -305,14 +311,15 @@ def _worker_event(self: BaseJobManager, event_type: str, slot: _Slot, status: st
         self._emit(event_type, {'pid': slot.pid, 'status': status, 'slot': slot.index, 'worker_type': self.worker_type,
                                 'restarts': slot.restarts, 'timestamp': _now().isoformat(), **extra})
 
-# %% ../../nbs/managers/base.ipynb #56a183ca
+# %% ../../nbs/managers/base.ipynb #539d244c
 @patch
 def _transition(self: BaseJobManager, job: BaseJob, status: JobStatus, **extra) -> bool:
     "Move a job to `status`, record when, wake its waiters and announce it; False if it had already finished."
     if job.status in TERMINAL_STATUSES: return False
+    if job.status is JobStatus.PENDING: self._pending -= 1
     now = _now()
     job.status = status
-    job.transitions.append((status.value, now))
+    job.transitions.append((_STATUS_NAMES[status], now))
     if status is JobStatus.RUNNING: job.started_at = now
     elif status in TERMINAL_STATUSES:
         job.completed_at = now
@@ -352,7 +359,7 @@ def _cancel(self: BaseJobManager, job: BaseJob, reason: str) -> None:
     job.error = reason
     self._transition(job, JobStatus.CANCELLED, error=reason)
 
-# %% ../../nbs/managers/base.ipynb #21b1494a
+# %% ../../nbs/managers/base.ipynb #96c297a9
 @patch
 async def start(self: BaseJobManager) -> None:
     "Start the worker pool and wait until every worker is ready (or has failed to start); `start_job` does this on first use."
@@ -402,7 +409,7 @@ def _start_timed_out(self: BaseJobManager, slot: _Slot, handle) -> None:
         slot.start_error = {'type': 'TimeoutError', 'message': f"worker did not become ready within {self.config.worker_start_timeout}s", 'traceback': None}
         handle.kill()
 
-# %% ../../nbs/managers/base.ipynb #39862d1b
+# %% ../../nbs/managers/base.ipynb #e0520b46
 @patch
 def _on_message(self: BaseJobManager, handle, msg) -> None:
     slot = self._by_handle.get(handle)
@@ -412,7 +419,9 @@ def _on_message(self: BaseJobManager, handle, msg) -> None:
     elif kind is ChunkReply: self._on_chunk(slot, msg)
     elif kind is ProgressReply: self._on_progress(slot, msg)
     elif kind is ErrorReply: self._on_error(slot, msg)
-    elif kind is StateReply: self._resolve_command(msg.req_id, msg.state)
+    elif kind is StateReply:
+        if slot.job is not None and msg.req_id == slot.req_id: self._advance(slot); self._dispatch()  # a dropped job
+        else: self._resolve_command(msg.req_id, msg.state)
     elif kind is ReadyReply: self._on_ready(slot, msg)
     else: logger.warning("unexpected %s from worker %s", kind.__name__, slot.pid)
 
@@ -439,30 +448,34 @@ def _check_ready(self: BaseJobManager) -> None:
 
 @patch
 def _current_job(self: BaseJobManager, slot: _Slot, req_id: int) -> Optional[BaseJob]:
-    "The job a reply is about, if it is the slot's running job."
+    "The job a chunk or progress report is about, if it is the slot's running job."
     job = slot.job
-    return job if job is not None and slot.req_id == req_id else None
+    return job if job is not None and slot.req_id == req_id and job.status is JobStatus.RUNNING else None
 
 @patch
 def _on_result(self: BaseJobManager, slot: _Slot, msg: ResultReply) -> None:
-    job = self._current_job(slot, msg.req_id)
-    if job is None: return
+    job = slot.job
+    if job is None or slot.req_id != msg.req_id: return
     slot.crashes_in_a_row = 0
-    self._release(slot)
-    try: job.result = self.extract_job_result(job, msg.data)
-    except Exception as e:
-        logger.exception("extract_job_result failed for job %s", job.id)
-        self._fail(job, f"extract_job_result failed: {type(e).__name__}: {e}")
-    else: self._transition(job, JobStatus.COMPLETED)
+    if job.status is JobStatus.RUNNING:  # (a job cancelled just as its worker started it is finished already)
+        self._note_runtime(slot, job)
+        try: job.result = self.extract_job_result(job, msg.data)
+        except Exception as e:
+            logger.exception("extract_job_result failed for job %s", job.id)
+            self._fail(job, f"extract_job_result failed: {type(e).__name__}: {e}")
+        else: self._transition(job, JobStatus.COMPLETED)
+    self._advance(slot)
     self._dispatch()
 
 @patch
 def _on_error(self: BaseJobManager, slot: _Slot, msg: ErrorReply) -> None:
-    job = self._current_job(slot, msg.req_id) if msg.job_id else None
+    job = slot.job if msg.job_id and slot.req_id == msg.req_id else None
     if job is not None:
         slot.crashes_in_a_row = 0  # the worker survived a plugin failure: it is healthy
-        self._release(slot)
-        self._fail(job, f"{msg.error['type']}: {msg.error['message']}", msg.error)
+        if job.status is JobStatus.RUNNING:
+            self._note_runtime(slot, job)
+            self._fail(job, f"{msg.error['type']}: {msg.error['message']}", msg.error)
+        self._advance(slot)
         return self._dispatch()
     if msg.req_id in self._commands: return self._resolve_command(msg.req_id, error=msg.error)
     if slot.state == 'starting':
@@ -487,27 +500,35 @@ def _on_progress(self: BaseJobManager, slot: _Slot, msg: ProgressReply) -> None:
     if self.event_broadcaster is not None:
         self._emit('job:progress', {'job_id': job.id, 'status': job.status.value, 'progress': msg.progress, 'message': msg.message})
 
-# %% ../../nbs/managers/base.ipynb #2a1395de
+# %% ../../nbs/managers/base.ipynb #957e9a7d
 @patch
 def _dispatch(self: BaseJobManager) -> None:
-    "Give pending jobs to idle workers."
+    "Give pending jobs to idle workers, then send short jobs ahead to busy ones."
     queue, idle = self._queue, self._idle
     while idle and queue:
         job = heapq.heappop(queue)[2]
         if job.status is not JobStatus.PENDING: continue
-        self._pending -= 1
-        self._run_on(idle.popleft(), job)
+        slot = idle.popleft()
+        req_id, _, config = self._send_job(slot, job)
+        self._begin(slot, job, req_id, config)
+    if queue and self.config.prefetch: self._send_ahead()
 
 @patch
-def _run_on(self: BaseJobManager, slot: _Slot, job: BaseJob) -> None:
+def _send_job(self: BaseJobManager, slot: _Slot, job: BaseJob) -> Tuple[int, bytes, Dict[str, Any]]:
+    "Send a job's ExecuteRequest to a worker; returns its request id, payload and configuration."
     payload, config = self._payloads.pop(job.id)
     req_id = next(self._req_ids)
-    slot.state, slot.job, slot.req_id = 'busy', job, req_id
-    job.worker_pid = slot.pid
-    self._transition(job, JobStatus.RUNNING)
     stream = self.supports_streaming and self._plugins.get(job.plugin_id, {}).get('streaming', True)
     try: slot.handle.send(ExecuteRequest(req_id, job.id, job.plugin_id, payload, config, stream))
-    except ConnectionError: pass  # the worker just died: its exit fails this job
+    except ConnectionError: pass  # the worker just died: its exit fails or requeues this job
+    return req_id, payload, config
+
+@patch
+def _begin(self: BaseJobManager, slot: _Slot, job: BaseJob, req_id: int, config: Dict[str, Any]) -> None:
+    "The worker starts this job now: it is running."
+    slot.state, slot.job, slot.req_id, slot.started = 'busy', job, req_id, self._loop.time()
+    job.worker_pid = slot.pid
+    self._transition(job, JobStatus.RUNNING)
     timeout = job.timeout if job.timeout is not None else self.config.job_timeout
     if timeout is not None: slot.timer = self._loop.call_later(timeout, self._on_timeout, slot, job, timeout)
     if self.resource_manager is not None:
@@ -515,24 +536,73 @@ def _run_on(self: BaseJobManager, slot: _Slot, job: BaseJob) -> None:
                        plugin_name=self.get_plugin_name(job.plugin_id), config=config)
 
 @patch
-def _release(self: BaseJobManager, slot: _Slot) -> None:
-    "The slot's job is over and its worker is free."
+def _advance(self: BaseJobManager, slot: _Slot) -> None:
+    "The worker is done with its current job: the next job sent ahead to it starts, or the worker is free."
     slot.cancel_timer()
+    if slot.ahead:
+        entry, req_id, _, config = slot.ahead.popleft()
+        job = entry[2]
+        self._sent_ahead.pop(job.id, None)
+        if job.status is JobStatus.PENDING: return self._begin(slot, job, req_id, config)
+        slot.job, slot.req_id = job, req_id  # cancelled while sent ahead: wait for the worker to drop it
+        return
     slot.job, slot.state = None, 'idle'
     self._idle.append(slot)
     self._resource('update_worker_state', slot.pid, status='idle')
 
-# %% ../../nbs/managers/base.ipynb #fb3dd052
+# %% ../../nbs/managers/base.ipynb #4c290585
+@patch
+def _is_short(self: BaseJobManager, plugin_id: str) -> bool:
+    recent = self._runtimes.get(plugin_id)
+    return recent is not None and recent < self.config.prefetch_max_runtime
+
+@patch
+def _note_runtime(self: BaseJobManager, slot: _Slot, job: BaseJob) -> None:
+    "Keep a smoothed run time per plugin, to decide what can be sent ahead."
+    took, recent = self._loop.time() - slot.started, self._runtimes.get(job.plugin_id)
+    self._runtimes[job.plugin_id] = took if recent is None else 0.7 * recent + 0.3 * took
+
+@patch
+def _send_ahead(self: BaseJobManager) -> None:
+    "Send queued short jobs to busy workers running short jobs, to the least loaded first, up to `prefetch` each."
+    cap, queue = self.config.prefetch, self._queue
+    if len(self._sent_ahead) >= cap * len(self._slots): return  # every worker has its fill
+    open_slots = [s for s in self._slots if s.state == 'busy' and len(s.ahead) < cap and s.job is not None and self._is_short(s.job.plugin_id)]
+    while open_slots and queue:
+        job = queue[0][2]
+        if job.status is not JobStatus.PENDING: heapq.heappop(queue); continue
+        if not self._is_short(job.plugin_id): return  # never skip over a job in the queue
+        slot = min(open_slots, key=lambda s: len(s.ahead))
+        entry = heapq.heappop(queue)
+        req_id, payload, config = self._send_job(slot, job)
+        slot.ahead.append((entry, req_id, payload, config))
+        self._sent_ahead[job.id] = slot
+        if len(slot.ahead) >= cap: open_slots.remove(slot)
+
+@patch
+def _requeue_ahead(self: BaseJobManager, slot: _Slot) -> None:
+    "Jobs sent ahead to a worker that is going away go back to the queue, in their original places."
+    while slot.ahead:
+        entry, _, payload, config = slot.ahead.popleft()
+        job = entry[2]
+        self._sent_ahead.pop(job.id, None)
+        if job.status is JobStatus.PENDING:
+            self._payloads[job.id] = (payload, config)
+            heapq.heappush(self._queue, entry)
+
+# %% ../../nbs/managers/base.ipynb #f2fae231
 @patch
 def _stop_worker(self: BaseJobManager, slot: _Slot, reason: str) -> None:
     slot.cancel_timer()
     slot.job, slot.state, slot.stop_reason = None, 'stopping', reason
+    self._requeue_ahead(slot)
     if slot in self._idle: self._idle.remove(slot)
     handle = slot.handle
     if handle is None: return
     handle.terminate()
     slot.timer = self._loop.call_later(self.config.cancel_grace, handle.kill)
     self._resource('update_worker_state', slot.pid, status='stopping')
+    self._dispatch()
 
 @patch
 def _on_timeout(self: BaseJobManager, slot: _Slot, job: BaseJob, seconds: float) -> None:
@@ -541,7 +611,7 @@ def _on_timeout(self: BaseJobManager, slot: _Slot, job: BaseJob, seconds: float)
     self._fail(job, f"TimeoutError: the job ran longer than its {seconds}s timeout and was stopped")
     self._stop_worker(slot, 'timeout')
 
-# %% ../../nbs/managers/base.ipynb #be00dfde
+# %% ../../nbs/managers/base.ipynb #1bfb9e48
 @patch
 def _on_exit(self: BaseJobManager, handle, exitcode: Optional[int]) -> None:
     slot = self._by_handle.pop(handle, None)
@@ -552,6 +622,7 @@ def _on_exit(self: BaseJobManager, handle, exitcode: Optional[int]) -> None:
     if slot in self._idle: self._idle.remove(slot)
     job, reason, pid = slot.job, slot.stop_reason, slot.pid
     slot.handle, slot.job = None, None
+    self._requeue_ahead(slot)
     cause = describe_exit(exitcode)
     if job is not None:
         self._fail(job, f"the worker process (pid {pid}) {cause} while running the job",
@@ -562,6 +633,7 @@ def _on_exit(self: BaseJobManager, handle, exitcode: Optional[int]) -> None:
     if reason is None and not self._closed:
         logger.warning("%s worker %s %s", self.worker_type, pid, cause)
     self._after_worker_end(slot, stopped_by_manager=reason in ('cancelled', 'timeout'))
+    self._dispatch()
 
 @patch
 def _after_worker_end(self: BaseJobManager, slot: _Slot, stopped_by_manager: bool) -> None:
@@ -609,10 +681,10 @@ def _check_capacity(self: BaseJobManager) -> None:
     while self._queue:
         job = heapq.heappop(self._queue)[2]
         if job.status is JobStatus.PENDING:
-            self._pending -= 1; self._payloads.pop(job.id, None)
+            self._payloads.pop(job.id, None)
             self._fail(job, f"NoWorkersError: {message}")
 
-# %% ../../nbs/managers/base.ipynb #8b9d0b95
+# %% ../../nbs/managers/base.ipynb #5486060a
 def _registry_lookup(registry, plugin_id):
     "Runs on the registry thread: the plugin's metadata and configuration."
     meta = registry.get_plugin(plugin_id)
@@ -642,7 +714,7 @@ async def _plugin_config(self: BaseJobManager, plugin_id: str) -> Dict[str, Any]
         raise TypeError(f"the plugin registry returned a {type(config).__name__} as the configuration of {plugin_id!r}; a dict is required")
     return config
 
-# %% ../../nbs/managers/base.ipynb #40de0d42
+# %% ../../nbs/managers/base.ipynb #33f7856e
 def _pickle_params(plugin_id: str, params: Dict[str, Any]) -> bytes:
     try: return pickle.dumps(params, pickle.HIGHEST_PROTOCOL)
     except Exception as e:
@@ -653,7 +725,7 @@ def _pickle_params(plugin_id: str, params: Dict[str, Any]) -> bytes:
                                 f"({type(value).__name__} is not picklable: {inner}); pass plain data such as str, numbers, lists, dicts or bytes") from None
         raise TypeError(f"the parameters of a {plugin_id!r} job cannot be sent to a worker process: {e}") from None
 
-# %% ../../nbs/managers/base.ipynb #d0ce88e6
+# %% ../../nbs/managers/base.ipynb #ee3bbfd3
 @patch
 async def start_job(self: BaseJobManager,
                     plugin_id: str,  # The plugin to run
@@ -690,7 +762,7 @@ async def start_job(self: BaseJobManager,
     self._dispatch()
     return job
 
-# %% ../../nbs/managers/base.ipynb #2fb569fd
+# %% ../../nbs/managers/base.ipynb #863ec170
 @patch
 async def cancel_job(self: BaseJobManager,
                      job_id: str,  # The job to cancel
@@ -699,8 +771,12 @@ async def cancel_job(self: BaseJobManager,
     self._check_loop()
     job = self._get(job_id)
     if job.status is JobStatus.PENDING:
-        self._pending -= 1; self._payloads.pop(job.id, None)
+        self._payloads.pop(job.id, None)
         self._cancel(job, 'cancelled before it started')
+        slot = self._sent_ahead.get(job.id)
+        if slot is not None and slot.handle is not None:
+            try: slot.handle.send(CancelRequest(next(self._req_ids), job.id))  # the worker drops it unstarted
+            except ConnectionError: pass
         return True
     if job.status is JobStatus.RUNNING:
         slot = next((s for s in self._slots if s.job is job), None)
@@ -715,7 +791,7 @@ def _get(self: BaseJobManager, job_id: str) -> BaseJob:
     if job is None: raise KeyError(f"no job {job_id!r} (unknown, or forgotten under the history retention settings)")
     return job
 
-# %% ../../nbs/managers/base.ipynb #198c9f4a
+# %% ../../nbs/managers/base.ipynb #9b813f76
 @patch
 async def wait_for_job(self: BaseJobManager,
                        job_id: Any,  # The job's id, or the job itself (works even after it was forgotten under retention)
@@ -750,7 +826,7 @@ async def stream_job(self: BaseJobManager,
         self._chunk_waiters.setdefault(job_id, []).append(fut)
         await fut
 
-# %% ../../nbs/managers/base.ipynb #a93de341
+# %% ../../nbs/managers/base.ipynb #aa5d0d4d
 @patch
 def _resolve_command(self: BaseJobManager, req_id: int, state=None, error=None) -> None:
     fut = self._commands.pop(req_id, None)
@@ -794,7 +870,7 @@ async def unload_plugin(self: BaseJobManager,
     "Unload a plugin from every worker, freeing what it holds; the next job for it loads it again."
     return await self._broadcast_command(lambda rid: UnloadRequest(rid, plugin_id))
 
-# %% ../../nbs/managers/base.ipynb #fcf8f2d0
+# %% ../../nbs/managers/base.ipynb #2eb0b85a
 @patch
 def get_job(self: BaseJobManager, job_id: str) -> Optional[BaseJob]:
     "The job with this id, or None when unknown or forgotten."
@@ -849,10 +925,10 @@ def get_workers(self: BaseJobManager) -> List[Dict[str, Any]]:
 @patch
 def get_stats(self: BaseJobManager) -> Dict[str, int]:
     "How many jobs are pending and running, and how many finished jobs are held."
-    running = sum(1 for s in self._slots if s.job is not None)
+    running = sum(1 for s in self._slots if s.job is not None and s.job.status is JobStatus.RUNNING)
     return {'pending': self._pending, 'running': running, 'held': len(self._jobs), 'workers': sum(1 for s in self._slots if s.handle is not None)}
 
-# %% ../../nbs/managers/base.ipynb #fbaac66c
+# %% ../../nbs/managers/base.ipynb #acb8b2e4
 @patch
 async def shutdown(self: BaseJobManager,
                    grace: Optional[float] = None,  # Seconds before killing workers; default `WorkerConfig.shutdown_grace`
@@ -869,7 +945,10 @@ async def _shutdown(self: BaseJobManager, grace: float) -> None:
     while self._queue:
         job = heapq.heappop(self._queue)[2]
         if job.status is JobStatus.PENDING: self._cancel(job, 'the job manager shut down')
-    self._pending = 0; self._payloads.clear()
+    for slot in self._slots:
+        for entry, *_ in slot.ahead: self._cancel(entry[2], 'the job manager shut down')
+        slot.ahead.clear()
+    self._sent_ahead.clear(); self._payloads.clear()
     self._all_stopped = self._loop.create_future()
     for slot in self._slots + self._standby:
         if slot.job is not None: self._cancel(slot.job, 'the job manager shut down')
@@ -923,7 +1002,7 @@ def _finish_shutdown(self: BaseJobManager) -> None:
     if kill_all is not None: kill_all(0)
     self._finalizer.cancel()
 
-# %% ../../nbs/managers/base.ipynb #2ea825f4
+# %% ../../nbs/managers/base.ipynb #0cbc42ed
 class JobManager(BaseJobManager):
     "A ready-to-use job manager: give it the entry point that builds the workers' plugins."
     def __init__(self,
