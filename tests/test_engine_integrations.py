@@ -42,13 +42,6 @@ def manager(**kwargs):
     return JobManager('test', 'test', entry_point=plugins_for_tests, worker_config=config, **kwargs)
 
 
-async def settle(m):
-    "Let queued integration calls and events be delivered."
-    for _ in range(100):
-        if not m._events and m._resource_calls.calls.empty(): break
-        await asyncio.sleep(0.01)
-
-
 def test_registry_decides_plugins_and_supplies_config():
     async def main():
         m = manager(plugin_registry=Registry())
@@ -101,7 +94,6 @@ def test_resource_manager_sees_every_worker_and_state():
             done = await m.wait_for_job((await m.start_job('echo')).id, 30)
             crash = await m.wait_for_job((await m.start_job('crash', how='kill')).id, 30)
             again = await m.wait_for_job((await m.start_job('echo')).id, 30)
-            await settle(m)
             return done, crash, again
         finally: await m.shutdown()
     done, crash, again = run(main())
@@ -129,7 +121,6 @@ def test_broadcaster_gets_every_transition_in_order_as_json():
             await m.wait_for_job(bad.id, 30)
             await m.cancel_job(gone.id)
             await m.wait_for_job((await m.start_job('echo')).id, 30)
-            await settle(m)
             return ok, bad, gone
         finally: await m.shutdown()
     ok, bad, gone = run(main())

@@ -53,8 +53,6 @@ def test_priority_order_and_fifo_within_priority():
         try:
             blocker = await m.start_job('sleep', seconds=60)
             jobs = [await m.start_job('echo', priority=p, text=str(i)) for i, p in enumerate([0, 5, 0, 5, 1])]
-            order = []
-            for j in jobs: m._done_waiters.setdefault(j.id, [])
             await m.cancel_job(blocker.id)
             for j in jobs: await m.wait_for_job(j.id, 30)
             return sorted(jobs, key=lambda j: j.started_at)
@@ -249,10 +247,11 @@ def test_manager_refuses_use_after_shutdown_and_from_another_loop():
 
 def test_wait_for_job_accepts_a_job_that_retention_already_forgot():
     async def main():
-        m = manager(max_workers=2, max_history=5)
+        m = manager(max_workers=1, max_history=5)
         try:
             jobs = [await m.start_job('noop') for _ in range(50)]
-            await asyncio.sleep(0)
+            await m.wait_for_job(jobs[-1], 30)  # one worker: every earlier job has finished, most are forgotten
+            assert m.get_job(jobs[0].id) is None
             done = [await m.wait_for_job(j, 30) for j in jobs]
             return m, done
         finally: await m.shutdown()

@@ -5,16 +5,16 @@
 # %% auto #0
 __all__ = ['logger', 'WorkerHandle', 'WorkerBackend', 'describe_exit', 'ProcessWorker', 'ProcessBackend']
 
-# %% ../../nbs/core/backend.ipynb #03a8f2b0
+# %% ../../nbs/core/backend.ipynb #845fabb9
 import asyncio, logging, multiprocessing, os, signal, socket
 from typing import Any, Callable, Optional, Protocol, runtime_checkable
 from .protocol import FrameDecoder, encode_message
 from .worker import run_worker
 
-# %% ../../nbs/core/backend.ipynb #32aa9af1
+# %% ../../nbs/core/backend.ipynb #523a612e
 logger = logging.getLogger(__name__)
 
-# %% ../../nbs/core/backend.ipynb #eff24e9c
+# %% ../../nbs/core/backend.ipynb #a3631e79
 @runtime_checkable
 class WorkerHandle(Protocol):
     "One running worker, as the scheduler sees it."
@@ -48,7 +48,7 @@ class WorkerBackend(Protocol):
         "Start a worker; its ReadyReply (or ErrorReply) arrives through `on_message`."
         ...
 
-# %% ../../nbs/core/backend.ipynb #46f69dd7
+# %% ../../nbs/core/backend.ipynb #590cd62b
 def describe_exit(
     exitcode: Optional[int],  # A process exit code; negative for a signal, as multiprocessing reports it
 ) -> str:  # e.g. 'killed by signal SIGKILL (exit code -9)'
@@ -60,7 +60,7 @@ def describe_exit(
         return f"killed by signal {name} (exit code {exitcode})"
     return f"exited with code {exitcode}"
 
-# %% ../../nbs/core/backend.ipynb #e135a1d3
+# %% ../../nbs/core/backend.ipynb #a9f7a965
 class _Outbox:
     "Holds requests written while replies are being handled; sends them, one write per worker, when handling ends."
     def __init__(self): self.depth, self.held = 0, {}
@@ -75,7 +75,7 @@ class _Outbox:
         for worker, frames in held.items():
             if worker.transport is not None and not worker.transport.is_closing(): worker.transport.write(b''.join(frames))
 
-# %% ../../nbs/core/backend.ipynb #4723e86d
+# %% ../../nbs/core/backend.ipynb #372e7aad
 class _Connection(asyncio.Protocol):
     "The manager's end of one worker's socket."
     def __init__(self, worker): self.worker, self.decoder = worker, FrameDecoder()
@@ -85,7 +85,7 @@ class _Connection(asyncio.Protocol):
     def eof_received(self): return False
     def connection_lost(self, exc): self.worker._connection_closed()
 
-# %% ../../nbs/core/backend.ipynb #0b926a38
+# %% ../../nbs/core/backend.ipynb #205b8d22
 class ProcessWorker:
     "A worker process and the manager's connection to it."
     EOF_WAIT = 1.0  # Seconds to wait for the connection to close once the process is gone
@@ -121,7 +121,7 @@ class ProcessWorker:
 
     def __repr__(self): return f"<ProcessWorker pid={self.pid} {'alive' if self.alive else describe_exit(self.exitcode)}>"
 
-# %% ../../nbs/core/backend.ipynb #5771986b
+# %% ../../nbs/core/backend.ipynb #2878e239
 def _deliver(self: ProcessWorker, msg: Any) -> None:
     try: self.on_message(self, msg)
     except Exception: logger.exception("handling %s from worker %s failed", type(msg).__name__, self.pid)
@@ -155,7 +155,7 @@ def _report_exit(self: ProcessWorker) -> None:
 
 ProcessWorker._deliver, ProcessWorker._connection_closed = _deliver, _connection_closed
 
-# %% ../../nbs/core/backend.ipynb #9af02953
+# %% ../../nbs/core/backend.ipynb #af60cb10
 class ProcessBackend:
     "Hosts workers as local processes, started with the configured multiprocessing start method."
     def __init__(self,
@@ -183,7 +183,10 @@ class ProcessBackend:
             ours.close(); theirs.close()
             raise
         finally: theirs.close()
-        worker = ProcessWorker(process, loop, on_message, on_exit, self.outbox)
+        def exited(handle, exitcode):
+            self.processes.discard(process)  # reaped: nothing left for kill_all to do
+            on_exit(handle, exitcode)
+        worker = ProcessWorker(process, loop, on_message, exited, self.outbox)
         worker.pid = process.pid
         self.processes.add(process)
         ours.setblocking(False)
@@ -201,7 +204,7 @@ class ProcessBackend:
         self.processes = {p for p in self.processes if _is_running(p)}
         return len(running)
 
-# %% ../../nbs/core/backend.ipynb #322f6aeb
+# %% ../../nbs/core/backend.ipynb #6338b93f
 def _quiet(f, *args):
     try: f(*args)
     except (ValueError, OSError, AssertionError): pass

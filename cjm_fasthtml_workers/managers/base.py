@@ -6,7 +6,7 @@
 __all__ = ['logger', 'TERMINAL_STATUSES', 'JobStatus', 'BaseJob', 'UnknownPluginError', 'QueueFullError', 'ManagerClosedError',
            'NoWorkersError', 'WorkerCommandError', 'BaseJobManager', 'JobManager']
 
-# %% ../../nbs/managers/base.ipynb #955ca39d
+# %% ../../nbs/managers/base.ipynb #7c5a4c60
 import asyncio, heapq, itertools, logging, pickle, queue, secrets, threading
 from multiprocessing import util as mp_util
 from abc import ABC, abstractmethod
@@ -26,10 +26,10 @@ from ..core.backend import ProcessBackend, describe_exit
 from ..extensions.protocols import (
     PluginRegistryProtocol, ResourceManagerProtocol, EventBroadcasterProtocol, check_protocol)
 
-# %% ../../nbs/managers/base.ipynb #f3030010
+# %% ../../nbs/managers/base.ipynb #12d4c80c
 logger = logging.getLogger(__name__)
 
-# %% ../../nbs/managers/base.ipynb #50bc2947
+# %% ../../nbs/managers/base.ipynb #fd6e5f32
 class JobStatus(str, Enum):
     "Where a job is in its lifecycle."
     PENDING = 'pending'
@@ -43,7 +43,7 @@ _STATUS_NAMES = {s: s.value for s in JobStatus}  # Enum.value is a property: a d
 
 def _now() -> datetime: return datetime.now(timezone.utc)
 
-# %% ../../nbs/managers/base.ipynb #7810651e
+# %% ../../nbs/managers/base.ipynb #bf625ade
 @dataclass(eq=False)
 class BaseJob:
     "A unit of work for one plugin. Subclass it to carry more fields."
@@ -82,7 +82,7 @@ class BaseJob:
                 'worker_pid': self.worker_pid, 'progress': self.progress, 'progress_message': self.progress_message,
                 'error': self.error}
 
-# %% ../../nbs/managers/base.ipynb #5d487541
+# %% ../../nbs/managers/base.ipynb #4896f77a
 class UnknownPluginError(ValueError):
     "`start_job` was given a plugin id that the registry (or the workers) do not know."
 
@@ -98,7 +98,7 @@ class NoWorkersError(RuntimeError):
 class WorkerCommandError(RuntimeError):
     "A worker could not carry out a command (reload, unload)."
 
-# %% ../../nbs/managers/base.ipynb #99d51067
+# %% ../../nbs/managers/base.ipynb #d125c591
 class _IntegrationThread:
     "Runs integration calls in order on one daemon thread, never on the event loop."
     def __init__(self, name: str, max_backlog: int):
@@ -138,7 +138,7 @@ class _IntegrationThread:
         self.calls.put(None)
         return fut
 
-# %% ../../nbs/managers/base.ipynb #d0df5e0e
+# %% ../../nbs/managers/base.ipynb #6f001004
 class _Slot:
     "One place in the worker pool and the worker currently in it."
     def __init__(self, index: int):
@@ -166,7 +166,7 @@ class _Slot:
                 'job_id': self.job.id if self.job else None, 'plugin_id': self.job.plugin_id if self.job else None,
                 'sent_ahead': len(self.ahead)}
 
-# %% ../../nbs/managers/base.ipynb #5fafae65
+# %% ../../nbs/managers/base.ipynb #f0fb32e3
 class BaseJobManager(ABC):
     "Runs jobs for one category of plugins in a pool of worker processes."
     def __init__(self,
@@ -238,14 +238,14 @@ class BaseJobManager(ABC):
     def extract_job_result(self, job: BaseJob, result_data: Any) -> Any:
         "What to keep as `job.result` from the plugin's output."
 
-# %% ../../nbs/managers/base.ipynb #def2487b
+# %% ../../nbs/managers/base.ipynb #c7b9c84d
 def _last_resort_cleanup(backend) -> None:
     "Kill and reap worker processes of a manager that was never shut down (at exit or when it is collected)."
     kill_all = getattr(backend, 'kill_all', None)
     if kill_all is not None and kill_all(0.5):
         logging.getLogger('cjm_fasthtml_workers.managers.base').warning("killed worker processes of a job manager that was not shut down")
 
-# %% ../../nbs/managers/base.ipynb #73ae06d9
+# %% ../../nbs/managers/base.ipynb #20303347
 @patch
 def new_job_id(self: BaseJobManager) -> str:
     "A job id unique within this manager (cheap: a random prefix and a counter)."
@@ -264,7 +264,7 @@ def _resource(self: BaseJobManager, method: str, *args, **kwargs) -> None:
     if self.resource_manager is not None:
         self._resource_calls.submit(getattr(self.resource_manager, method), *args, **kwargs)
 
-# %% ../../nbs/managers/base.ipynb #e0f6b54d
+# %% ../../nbs/managers/base.ipynb #5a1d8112
 @patch
 def _emit(self: BaseJobManager, event_type: str, data: Dict[str, Any]) -> None:
     if self.event_broadcaster is None or self._loop is None: return
@@ -311,7 +311,7 @@ def _worker_event(self: BaseJobManager, event_type: str, slot: _Slot, status: st
         self._emit(event_type, {'pid': slot.pid, 'status': status, 'slot': slot.index, 'worker_type': self.worker_type,
                                 'restarts': slot.restarts, 'timestamp': _now().isoformat(), **extra})
 
-# %% ../../nbs/managers/base.ipynb #539d244c
+# %% ../../nbs/managers/base.ipynb #9b314e01
 @patch
 def _transition(self: BaseJobManager, job: BaseJob, status: JobStatus, **extra) -> bool:
     "Move a job to `status`, record when, wake its waiters and announce it; False if it had already finished."
@@ -359,7 +359,7 @@ def _cancel(self: BaseJobManager, job: BaseJob, reason: str) -> None:
     job.error = reason
     self._transition(job, JobStatus.CANCELLED, error=reason)
 
-# %% ../../nbs/managers/base.ipynb #96c297a9
+# %% ../../nbs/managers/base.ipynb #3b294b11
 @patch
 async def start(self: BaseJobManager) -> None:
     "Start the worker pool and wait until every worker is ready (or has failed to start); `start_job` does this on first use."
@@ -409,7 +409,7 @@ def _start_timed_out(self: BaseJobManager, slot: _Slot, handle) -> None:
         slot.start_error = {'type': 'TimeoutError', 'message': f"worker did not become ready within {self.config.worker_start_timeout}s", 'traceback': None}
         handle.kill()
 
-# %% ../../nbs/managers/base.ipynb #e0520b46
+# %% ../../nbs/managers/base.ipynb #e2a3092d
 @patch
 def _on_message(self: BaseJobManager, handle, msg) -> None:
     slot = self._by_handle.get(handle)
@@ -500,7 +500,7 @@ def _on_progress(self: BaseJobManager, slot: _Slot, msg: ProgressReply) -> None:
     if self.event_broadcaster is not None:
         self._emit('job:progress', {'job_id': job.id, 'status': job.status.value, 'progress': msg.progress, 'message': msg.message})
 
-# %% ../../nbs/managers/base.ipynb #957e9a7d
+# %% ../../nbs/managers/base.ipynb #11086538
 @patch
 def _dispatch(self: BaseJobManager) -> None:
     "Give pending jobs to idle workers, then send short jobs ahead to busy ones."
@@ -550,7 +550,7 @@ def _advance(self: BaseJobManager, slot: _Slot) -> None:
     self._idle.append(slot)
     self._resource('update_worker_state', slot.pid, status='idle')
 
-# %% ../../nbs/managers/base.ipynb #4c290585
+# %% ../../nbs/managers/base.ipynb #f65a86af
 @patch
 def _is_short(self: BaseJobManager, plugin_id: str) -> bool:
     recent = self._runtimes.get(plugin_id)
@@ -590,7 +590,7 @@ def _requeue_ahead(self: BaseJobManager, slot: _Slot) -> None:
             self._payloads[job.id] = (payload, config)
             heapq.heappush(self._queue, entry)
 
-# %% ../../nbs/managers/base.ipynb #f2fae231
+# %% ../../nbs/managers/base.ipynb #368c2fd1
 @patch
 def _stop_worker(self: BaseJobManager, slot: _Slot, reason: str) -> None:
     slot.cancel_timer()
@@ -611,13 +611,11 @@ def _on_timeout(self: BaseJobManager, slot: _Slot, job: BaseJob, seconds: float)
     self._fail(job, f"TimeoutError: the job ran longer than its {seconds}s timeout and was stopped")
     self._stop_worker(slot, 'timeout')
 
-# %% ../../nbs/managers/base.ipynb #1bfb9e48
+# %% ../../nbs/managers/base.ipynb #22ef4511
 @patch
 def _on_exit(self: BaseJobManager, handle, exitcode: Optional[int]) -> None:
     slot = self._by_handle.pop(handle, None)
     if slot is None or slot.handle is not handle: return
-    processes = getattr(self.backend, 'processes', None)
-    if processes is not None: processes.discard(getattr(handle, 'process', None))
     slot.cancel_timer()
     if slot in self._idle: self._idle.remove(slot)
     job, reason, pid = slot.job, slot.stop_reason, slot.pid
@@ -684,7 +682,7 @@ def _check_capacity(self: BaseJobManager) -> None:
             self._payloads.pop(job.id, None)
             self._fail(job, f"NoWorkersError: {message}")
 
-# %% ../../nbs/managers/base.ipynb #5486060a
+# %% ../../nbs/managers/base.ipynb #64754ac0
 def _registry_lookup(registry, plugin_id):
     "Runs on the registry thread: the plugin's metadata and configuration."
     meta = registry.get_plugin(plugin_id)
@@ -714,7 +712,7 @@ async def _plugin_config(self: BaseJobManager, plugin_id: str) -> Dict[str, Any]
         raise TypeError(f"the plugin registry returned a {type(config).__name__} as the configuration of {plugin_id!r}; a dict is required")
     return config
 
-# %% ../../nbs/managers/base.ipynb #33f7856e
+# %% ../../nbs/managers/base.ipynb #3c3ed437
 def _pickle_params(plugin_id: str, params: Dict[str, Any]) -> bytes:
     try: return pickle.dumps(params, pickle.HIGHEST_PROTOCOL)
     except Exception as e:
@@ -725,7 +723,7 @@ def _pickle_params(plugin_id: str, params: Dict[str, Any]) -> bytes:
                                 f"({type(value).__name__} is not picklable: {inner}); pass plain data such as str, numbers, lists, dicts or bytes") from None
         raise TypeError(f"the parameters of a {plugin_id!r} job cannot be sent to a worker process: {e}") from None
 
-# %% ../../nbs/managers/base.ipynb #ee3bbfd3
+# %% ../../nbs/managers/base.ipynb #6f624e16
 @patch
 async def start_job(self: BaseJobManager,
                     plugin_id: str,  # The plugin to run
@@ -762,7 +760,7 @@ async def start_job(self: BaseJobManager,
     self._dispatch()
     return job
 
-# %% ../../nbs/managers/base.ipynb #863ec170
+# %% ../../nbs/managers/base.ipynb #13801ad3
 @patch
 async def cancel_job(self: BaseJobManager,
                      job_id: str,  # The job to cancel
@@ -791,7 +789,7 @@ def _get(self: BaseJobManager, job_id: str) -> BaseJob:
     if job is None: raise KeyError(f"no job {job_id!r} (unknown, or forgotten under the history retention settings)")
     return job
 
-# %% ../../nbs/managers/base.ipynb #9b813f76
+# %% ../../nbs/managers/base.ipynb #6f48ea06
 @patch
 async def wait_for_job(self: BaseJobManager,
                        job_id: Any,  # The job's id, or the job itself (works even after it was forgotten under retention)
@@ -826,7 +824,7 @@ async def stream_job(self: BaseJobManager,
         self._chunk_waiters.setdefault(job_id, []).append(fut)
         await fut
 
-# %% ../../nbs/managers/base.ipynb #aa5d0d4d
+# %% ../../nbs/managers/base.ipynb #50db1c2a
 @patch
 def _resolve_command(self: BaseJobManager, req_id: int, state=None, error=None) -> None:
     fut = self._commands.pop(req_id, None)
@@ -860,7 +858,8 @@ async def reload_plugin(self: BaseJobManager,
     if config is not None:
         if not isinstance(config, dict): raise TypeError(f"config must be a dict, got {type(config).__name__}")
         self._config_overrides[plugin_id] = config
-    await self._plugin_config(plugin_id) if self._ready is not None else None
+    await self.start()
+    await self._plugin_config(plugin_id)  # an unknown plugin is refused before any worker is asked
     return await self._broadcast_command(lambda rid: ReloadRequest(rid, plugin_id, config))
 
 @patch
@@ -870,7 +869,7 @@ async def unload_plugin(self: BaseJobManager,
     "Unload a plugin from every worker, freeing what it holds; the next job for it loads it again."
     return await self._broadcast_command(lambda rid: UnloadRequest(rid, plugin_id))
 
-# %% ../../nbs/managers/base.ipynb #2eb0b85a
+# %% ../../nbs/managers/base.ipynb #a0c1fb46
 @patch
 def get_job(self: BaseJobManager, job_id: str) -> Optional[BaseJob]:
     "The job with this id, or None when unknown or forgotten."
@@ -928,7 +927,7 @@ def get_stats(self: BaseJobManager) -> Dict[str, int]:
     running = sum(1 for s in self._slots if s.job is not None and s.job.status is JobStatus.RUNNING)
     return {'pending': self._pending, 'running': running, 'held': len(self._jobs), 'workers': sum(1 for s in self._slots if s.handle is not None)}
 
-# %% ../../nbs/managers/base.ipynb #acb8b2e4
+# %% ../../nbs/managers/base.ipynb #393f635b
 @patch
 async def shutdown(self: BaseJobManager,
                    grace: Optional[float] = None,  # Seconds before killing workers; default `WorkerConfig.shutdown_grace`
@@ -1002,7 +1001,7 @@ def _finish_shutdown(self: BaseJobManager) -> None:
     if kill_all is not None: kill_all(0)
     self._finalizer.cancel()
 
-# %% ../../nbs/managers/base.ipynb #0cbc42ed
+# %% ../../nbs/managers/base.ipynb #fca7fca6
 class JobManager(BaseJobManager):
     "A ready-to-use job manager: give it the entry point that builds the workers' plugins."
     def __init__(self,
