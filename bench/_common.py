@@ -1,4 +1,5 @@
-"""Shared helpers for the bench/ scripts: argument parsing, percentiles, tables, the JSON line, RSS from /proc.
+"""Shared helpers for the bench/ scripts: argument parsing, the peers (the pools the manager is measured
+against), percentiles, tables, the JSON line, RSS from /proc.
 
 Every script prints a small table for people and exactly one line `JSON {...}` for machines
 (`run_all.py` collects these). Timings are never asserted; a script exits non-zero only on errors.
@@ -6,6 +7,8 @@ Every script prints a small table for people and exactly one line `JSON {...}` f
 import argparse, json, os, platform, statistics, sys, time
 from concurrent.futures import ProcessPoolExecutor
 import multiprocessing
+try: import loky  # a benchmark-only dependency (the `bench` extra); without it the scripts skip it and say so
+except ImportError: loky = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -20,7 +23,8 @@ def parse_args(description: str, **extra):
     "Standard options: --quick (small sizes, one repeat: the CI smoke test) and --repeat."
     p = argparse.ArgumentParser(description=description)
     p.add_argument('--quick', action='store_true', help='small sizes and one repeat (CI smoke test; numbers are not meaningful)')
-    p.add_argument('--repeat', type=int, default=None, help='repeat each measurement this many times and keep the best (default 3, 1 with --quick)')
+    p.add_argument('--repeat', type=int, default=None,
+                   help='repeat each measurement this many times (default 3, 1 with --quick); each table title says whether it reports the median or the best')
     for name, kw in extra.items(): p.add_argument(name, **kw)
     a = p.parse_args()
     if a.repeat is None: a.repeat = 1 if a.quick else 3
@@ -39,6 +43,89 @@ def make_ppe(workers: int) -> ProcessPoolExecutor:
     ex = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context('spawn'))
     for f in [ex.submit(spin, 2.0) for _ in range(workers * 4)]: f.result()
     return ex
+
+
+class Peer:
+    "One pool the manager is measured against: submit a call, wait for one result, close (reaping its processes)."
+
+    def __init__(self, key: str, label: str, submit, result, close):
+        self.key, self.label, self.submit, self.result, self.close = key, label, submit, result, close
+
+
+PEER_KEYS = ('pool', 'loky', 'ppe')
+PEER_LABELS = {'pool': 'multiprocessing.Pool', 'loky': 'loky', 'ppe': 'ProcessPoolExecutor'}
+PEER_SHORT = {'pool': 'Pool', 'loky': 'loky', 'ppe': 'PPE'}
+LOKY_SKIPPED = "loky skipped: the loky package is not installed (pip install loky, or the 'bench' extra)"
+
+
+def _warm(peer: Peer, workers: int) -> Peer:
+    # 2 ms calls, several per worker, so that every worker process exists and has imported what the jobs need
+    try:
+        for h in [peer.submit(spin, (2.0,)) for _ in range(workers * 4)]: peer.result(h)
+    except BaseException:
+        peer.close(); raise
+    return peer
+
+
+def make_pool(workers: int) -> Peer:
+    "multiprocessing.Pool with the manager's start method (spawn), used through apply_async().get()."
+    pool = multiprocessing.get_context('spawn').Pool(workers)
+    def close(): pool.close(); pool.join()
+    return _warm(Peer('pool', PEER_LABELS['pool'], lambda fn, args: pool.apply_async(fn, args), lambda r: r.get(), close), workers)
+
+
+def make_loky(workers: int):
+    "loky's ProcessPoolExecutor with its default start method (a fresh interpreter per worker, as spawn), or None without loky."
+    if loky is None: return None
+    ex = loky.ProcessPoolExecutor(max_workers=workers)
+    return _warm(Peer('loky', PEER_LABELS['loky'], lambda fn, args: ex.submit(fn, *args), lambda f: f.result(),
+                      lambda: ex.shutdown(wait=True)), workers)
+
+
+def make_ppe_peer(workers: int) -> Peer:
+    "The ProcessPoolExecutor baseline (spawn context) as a Peer."
+    ex = make_ppe(workers)
+    return Peer('ppe', PEER_LABELS['ppe'], lambda fn, args: ex.submit(fn, *args), lambda f: f.result(), lambda: ex.shutdown(wait=True))
+
+
+def open_peers(workers: int) -> list:
+    "Every peer that can run here, warm, with `workers` processes each: Pool, loky (if installed), PPE."
+    peers = []
+    try:
+        for make in (make_pool, make_loky, make_ppe_peer):
+            p = make(workers)
+            if p is not None: peers.append(p)
+    except BaseException:
+        close_peers(peers); raise
+    return peers
+
+
+def close_peers(peers) -> None:
+    "Close every peer, even when one of them fails to close."
+    errors = []
+    for p in peers:
+        try: p.close()
+        except Exception as e: errors.append(e)
+    if errors: raise errors[0]
+
+
+def peer_rate(peer: Peer, fn, args: tuple, n: int) -> float:
+    "jobs/s for n calls submitted all at once, then waited for in order."
+    submit, result = peer.submit, peer.result
+    t0 = time.perf_counter()
+    handles = [submit(fn, args) for _ in range(n)]
+    for h in handles: result(h)
+    return n / (time.perf_counter() - t0)
+
+
+def fastest(rates: dict, higher_is_better: bool = True):
+    "The key of the best value among the peers present in rates (None values are peers that were skipped)."
+    present = {k: v for k, v in rates.items() if k in PEER_KEYS and v is not None}
+    return (max if higher_is_better else min)(present, key=present.get)
+
+
+def target_line(text: str, met: bool, detail: str) -> str:
+    return f"  {'met    ' if met else 'NOT MET'}  {text}: {detail}"
 
 
 def pct(xs, q: float) -> float:

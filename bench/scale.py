@@ -1,5 +1,5 @@
-"""Scale: no-op throughput with 1, 2 and 4 workers (vs ProcessPoolExecutor at the same count), and with
-10, 1,000 and 10,000 jobs waiting in the queue.
+"""Scale: no-op throughput with 1, 2 and 4 workers (vs multiprocessing.Pool, loky and ProcessPoolExecutor at
+the same count, as in throughput.py), and with 10, 1,000 and 10,000 jobs waiting in the queue.
 
 Queue depth: D low-priority no-op 'filler' jobs are queued first; then N no-op jobs at a higher priority are
 submitted and awaited, so every push and pop happens on a heap holding D+ entries. Reported: jobs/s, and the
@@ -8,9 +8,8 @@ cost of start_job (push) and of cancel_job on a pending job, per call. Flat acro
 Run: python bench/scale.py [--quick] [--repeat N]    Prints tables and one line `JSON {...}`.
 """
 import asyncio, time
-from _common import parse_args, make_manager, table, emit, check_no_leftovers
-from throughput import ppe_rate, manager_rate
-from _common import noop
+from _common import parse_args, make_manager, table, emit, check_no_leftovers, loky, PEER_SHORT, LOKY_SKIPPED
+from throughput import measure_workers, cell_result, rate
 
 
 async def depth_run(depth: int, n: int, repeat: int, workers: int = 1) -> dict:
@@ -43,13 +42,12 @@ def main():
     a = parse_args(__doc__)
     n = 500 if a.quick else 5000
     depths = (10, 1000) if a.quick else (10, 1000, 10_000)
-    workers = {}
-    for w in (1, 2, 4):
-        mgr = asyncio.run(manager_rate(w, 'noop', n, a.repeat))
-        ppe = ppe_rate(w, noop, n, a.repeat)
-        workers[w] = {'manager_jobs_per_s': mgr, 'ppe_jobs_per_s': ppe, 'ratio': mgr / ppe}
-    table(f'No-op throughput by worker count (jobs/s, {n:,} jobs, best of {a.repeat})', ['workers', 'JobManager', 'PPE(spawn)', 'ratio'],
-          [[w, round(r['manager_jobs_per_s']), round(r['ppe_jobs_per_s']), f"{r['ratio']:.2f}x"] for w, r in workers.items()])
+    if loky is None: print(LOKY_SKIPPED)
+    workers = {w: cell_result(n, w, asyncio.run(measure_workers(w, {'noop': n}, a.repeat))['noop']) for w in (1, 2, 4)}
+    table(f'No-op throughput by worker count (jobs/s, {n:,} jobs, median of {a.repeat}, runs interleaved)',
+          ['workers', 'JobManager', 'Pool(spawn)', 'loky', 'PPE(spawn)', 'vs fastest peer', 'vs PPE'],
+          [[w, rate(r['manager_jobs_per_s']), rate(r['pool_jobs_per_s']), rate(r['loky_jobs_per_s']), rate(r['ppe_jobs_per_s']),
+            f"{r['ratio_vs_fastest']:.2f}x ({PEER_SHORT[r['fastest_peer']]})", f"{r['ratio']:.2f}x"] for w, r in workers.items()])
     depth = {d: asyncio.run(depth_run(d, n, a.repeat)) for d in depths}
     table(f'1 worker, {n:,} no-op jobs with D jobs waiting behind them in the queue (best of {a.repeat})',
           ['D', 'jobs/s', 'start_job us/call', 'cancel pending us/call'],

@@ -1,59 +1,113 @@
-"""Throughput: no-op jobs and ~1 ms CPU jobs through JobManager vs ProcessPoolExecutor (spawn), 1 and 2 workers.
+"""Throughput: no-op jobs and ~1 ms CPU jobs through JobManager and its peers, 1 and 2 workers, in one run.
 
-Submit all, then wait for all. Run: python bench/throughput.py [--quick] [--repeat N]
-Prints a table and one line `JSON {...}`.
+Peers: multiprocessing.Pool (spawn, apply_async), loky (when installed) and ProcessPoolExecutor (spawn).
+Submit all, then wait for all; every pool is warm and alive for the whole cell, and the repetitions are
+interleaved (who goes first rotates), so background load on a shared machine falls on all of them alike.
+Reported: the median of the repetitions. Also printed: the physical bounds of bench/bounds.py.
+
+Run: python bench/throughput.py [--quick] [--repeat N]
+Prints tables and one line `JSON {...}`.
 """
-import asyncio, time
-from _common import parse_args, make_manager, make_ppe, table, emit, check_no_leftovers, noop, spin
+import asyncio, statistics, time
+from _common import (parse_args, make_manager, open_peers, close_peers, peer_rate, fastest, target_line, table, emit,
+                     check_no_leftovers, noop, spin, loky, PEER_KEYS, PEER_SHORT, LOKY_SKIPPED)
+from bounds import measure_echo, measure_pipeline, bounds_result, print_bounds
+
+# (name, the call the peers make, its args, the manager's plugin, its params)
+KINDS = {'noop': (noop, (), 'noop', {}), 'cpu_1ms': (spin, (1.0,), 'spin', {'ms': 1.0})}
+TARGET_VS_POOL = 1.5  # no-op jobs/s, JobManager / multiprocessing.Pool, at 1 and 2 workers
 
 
-async def manager_rate(workers: int, plugin: str, n: int, repeat: int, **params) -> float:
-    "Best jobs/s of `repeat` runs of n jobs on one warm manager."
-    m = make_manager(workers)
+async def manager_run(m, plugin: str, n: int, params: dict) -> float:
+    "jobs/s for n jobs started at once on a warm manager, then all awaited."
+    t0 = time.perf_counter()
+    jobs = [await m.start_job(plugin, **params) for _ in range(n)]
+    await asyncio.gather(*(m.wait_for_job(j.id) for j in jobs))
+    dt = time.perf_counter() - t0
+    bad = [j for j in jobs if j.status.value != 'completed']
+    if bad: raise RuntimeError(f"{len(bad)} {plugin} jobs did not complete: {bad[0].status.value} {bad[0].error}")
+    return n / dt
+
+
+async def measure_workers(workers: int, kinds: dict, repeat: int) -> dict:
+    """For each kind (name -> jobs), the jobs/s of every repetition: {kind: {'manager': [...], 'pool': [...], ...}}.
+
+    One manager and one of each peer, `workers` processes each, serve every kind."""
+    m, peers = make_manager(workers), []
     try:
         await m.start()
-        best = 0.0
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            jobs = [await m.start_job(plugin, **params) for _ in range(n)]
-            await asyncio.gather(*(m.wait_for_job(j.id) for j in jobs))
-            dt = time.perf_counter() - t0
-            bad = [j for j in jobs if j.status.value != 'completed']
-            if bad: raise RuntimeError(f"{len(bad)} {plugin} jobs did not complete: {bad[0].status.value} {bad[0].error}")
-            best = max(best, n / dt)
-        return best
-    finally: await m.shutdown()
+        peers = open_peers(workers)
+        await manager_run(m, 'spin', workers * 4, {'ms': 2.0})  # as the peers were warmed: every worker up and loaded
+        out = {}
+        for kind, n in kinds.items():
+            fn, args, plugin, params = KINDS[kind]
+            # untimed: the manager learns that these jobs are short (what it sends ahead depends on it)
+            await manager_run(m, plugin, min(n, 200), params)
+            for p in peers: peer_rate(p, fn, args, min(n, 200))
+            runs = {'manager': [], **{p.key: [] for p in peers}}
+            order = ['manager'] + peers
+            for r in range(repeat):
+                for who in order[r % len(order):] + order[:r % len(order)]:
+                    if who == 'manager': runs['manager'].append(await manager_run(m, plugin, n, params))
+                    # the peers' calls block this loop; the manager has no job then, so nothing of its waits on it
+                    else: runs[who.key].append(peer_rate(who, fn, args, n))
+            out[kind] = runs
+        return out
+    finally:
+        try: close_peers(peers)
+        finally: await m.shutdown()
 
 
-def ppe_rate(workers: int, fn, n: int, repeat: int, *args) -> float:
-    "Best jobs/s of `repeat` runs of n calls on one warm ProcessPoolExecutor."
-    ex = make_ppe(workers)
-    try:
-        best = 0.0
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            futs = [ex.submit(fn, *args) for _ in range(n)]
-            for f in futs: f.result()
-            best = max(best, n / (time.perf_counter() - t0))
-        return best
-    finally: ex.shutdown(wait=True)
+def cell_result(n: int, workers: int, runs: dict, target_ratio=None) -> dict:
+    "One cell of the JSON line from its runs: medians, per-peer rates, ratios (the old keys kept as they were)."
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    mgr, peers = med['manager'], {k: med.get(k) for k in PEER_KEYS}
+    best = fastest(peers)
+    return {'jobs': n, 'workers': workers, 'statistic': 'median', 'runs': runs,
+            'manager_jobs_per_s': mgr, 'ppe_jobs_per_s': peers['ppe'], 'ratio': mgr / peers['ppe'], 'target_ratio': target_ratio,
+            'pool_jobs_per_s': peers['pool'], 'loky_jobs_per_s': peers['loky'], 'peers_jobs_per_s': peers,
+            'fastest_peer': best, 'fastest_peer_jobs_per_s': peers[best], 'ratio_vs_fastest': mgr / peers[best],
+            'ratio_vs_pool': mgr / peers['pool']}
+
+
+def rate(v) -> str: return 'skipped' if v is None else f"{v:,.0f}"
 
 
 def main():
     a = parse_args(__doc__)
-    n_noop, n_cpu = (500, 200) if a.quick else (5000, 2000)
-    rows, results = [], {}
-    for kind, n, fn, plugin, args, params in [('noop', n_noop, noop, 'noop', (), {}),
-                                               ('cpu_1ms', n_cpu, spin, 'spin', (1.0,), {'ms': 1.0})]:
+    sizes = {'noop': 500, 'cpu_1ms': 200} if a.quick else {'noop': 5000, 'cpu_1ms': 2000}
+    if loky is None: print(LOKY_SKIPPED)
+    results, rows = {}, []
+    measured = {w: asyncio.run(measure_workers(w, sizes, a.repeat)) for w in (1, 2)}
+    for kind, n in sizes.items():
         for w in (1, 2):
-            mgr = asyncio.run(manager_rate(w, plugin, n, a.repeat, **params))
-            ppe = ppe_rate(w, fn, n, a.repeat, *args)
-            ratio = mgr / ppe
-            results[f'{kind}_w{w}'] = {'jobs': n, 'workers': w, 'manager_jobs_per_s': mgr, 'ppe_jobs_per_s': ppe, 'ratio': ratio,
-                                       'target_ratio': 2.0 if kind == 'noop' else None}
-            rows.append([kind, w, n, round(mgr), round(ppe), f"{ratio:.2f}x", '>= 2.0x' if kind == 'noop' else '-'])
-    table('Throughput (jobs/s, best of %d; submit all then wait all)' % a.repeat,
-          ['jobs', 'workers', 'n', 'JobManager', 'PPE(spawn)', 'ratio', 'target'], rows)
+            c = results[f'{kind}_w{w}'] = cell_result(n, w, measured[w][kind], 2.0 if kind == 'noop' else None)
+            rows.append([kind, w, n, rate(c['manager_jobs_per_s']), rate(c['pool_jobs_per_s']), rate(c['loky_jobs_per_s']),
+                         rate(c['ppe_jobs_per_s']), f"{c['ratio_vs_fastest']:.2f}x ({PEER_SHORT[c['fastest_peer']]})",
+                         f"{c['ratio_vs_pool']:.2f}x", f"{c['ratio']:.2f}x",
+                         f'>= {TARGET_VS_POOL}x Pool' if kind == 'noop' else '-'])
+    table(f'Throughput (jobs/s, median of {a.repeat}, runs interleaved; submit all then wait all)',
+          ['jobs', 'workers', 'n', 'JobManager', 'Pool(spawn)', 'loky', 'PPE(spawn)', 'vs fastest peer', 'vs Pool', 'vs PPE', 'target'], rows)
+
+    n1, n2 = results['noop_w1'], results['noop_w2']
+    targets = [{'target': f'no-op, {c["workers"]} worker{"s" if c["workers"] > 1 else ""}: JobManager >= {TARGET_VS_POOL}x multiprocessing.Pool',
+                'value': c['ratio_vs_pool'], 'limit': TARGET_VS_POOL, 'met': c['ratio_vs_pool'] >= TARGET_VS_POOL,
+                'detail': f"{c['ratio_vs_pool']:.2f}x"} for c in (n1, n2)]
+    targets.append({'target': 'no-op: JobManager with 2 workers >= with 1 worker',
+                    'value': n2['manager_jobs_per_s'] / n1['manager_jobs_per_s'], 'limit': 1.0,
+                    'met': n2['manager_jobs_per_s'] >= n1['manager_jobs_per_s'],
+                    'detail': f"{n2['manager_jobs_per_s']:,.0f} vs {n1['manager_jobs_per_s']:,.0f} jobs/s"})
+    print('\nTargets (printed, never asserted):')
+    for t in targets: print(target_line(t['target'], t['met'], t['detail']))
+
+    echo_n, pipe_n = (500, 2000) if a.quick else (2000, 20_000)
+    bounds = bounds_result(measure_echo(echo_n), measure_pipeline(pipe_n, a.repeat))
+    bounds['noop_w1_vs_pipeline'] = n1['manager_jobs_per_s'] / bounds['pipeline_jobs_per_s']
+    print_bounds(bounds)
+    print(f"  JobManager no-op, 1 worker: {bounds['noop_w1_vs_pipeline']:.1%} of the pipeline's jobs/s")
+
+    results.update({'bounds': bounds, 'targets': targets, 'peers': [k for k in PEER_KEYS if n1[f'{k}_jobs_per_s'] is not None],
+                    'loky_version': getattr(loky, '__version__', None), 'statistic': 'median'})
     check_no_leftovers()
     emit('throughput', a, results)
 
