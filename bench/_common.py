@@ -183,7 +183,8 @@ def table(title: str, header, rows) -> None:
 def emit(name: str, args, results: dict) -> None:
     "Print the one machine-readable line of a script: `JSON ` then a JSON object."
     out = {'bench': name, 'quick': bool(args.quick), 'repeat': args.repeat, 'machine': machine(), 'results': results}
-    print('JSON ' + json.dumps(out, sort_keys=True), flush=True)
+    # Infinity and NaN are not JSON: a figure that came out empty must fail the script here, not reach results files
+    print('JSON ' + json.dumps(out, sort_keys=True, allow_nan=False), flush=True)
 
 
 def _is_resource_tracker(pid) -> bool:
