@@ -5,7 +5,7 @@
 import json, sys
 
 
-def bars(groups, title, unit, width=640, height=300):
+def bars(groups, title, unit, width=760, height=300, note=''):
     "A grouped bar chart: groups = [(label, [(series, value, colour), ...]), ...]."
     top = max(v for _, series in groups for _, v, _ in series) * 1.15
     left, bottom, plot_h = 60, 40, height - 90
@@ -13,6 +13,7 @@ def bars(groups, title, unit, width=640, height=300):
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
+    if note: out.append(f'<text x="{width / 2}" y="34" text-anchor="middle" font-size="11" fill="#555">{note}</text>')
     for i in range(5):  # grid and y labels
         v = top * i / 4; y = 40 + plot_h - plot_h * i / 4
         out.append(f'<line x1="{left}" x2="{width - 20}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
@@ -36,15 +37,26 @@ def bars(groups, title, unit, width=640, height=300):
     return '\n'.join(out)
 
 
+SERIES = [('manager', 'JobManager', '#2b6cb0'), ('pool', 'multiprocessing.Pool (spawn)', '#dd6b20'),
+          ('loky', 'loky', '#38a169'), ('ppe', 'ProcessPoolExecutor (spawn)', '#a0aec0')]
+
+
+def series(cell: dict) -> list:
+    "The bars of one group: every series the cell has a figure for (older results files have no Pool or loky)."
+    return [(label, cell[f'{key}_jobs_per_s'], colour) for key, label, colour in SERIES if cell.get(f'{key}_jobs_per_s') is not None]
+
+
 def main():
     src, dst = sys.argv[1], sys.argv[2]
     r = json.load(open(src))
     tp, sc = r['throughput']['results'], r['scale']['results']['workers']
-    M, P = '#2b6cb0', '#a0aec0'
-    groups = [(f"no-op, {w} worker{'s' if w > 1 else ''}", [('JobManager', tp[f'noop_w{w}']['manager_jobs_per_s'], M),
-                                                             ('ProcessPoolExecutor (spawn)', tp[f'noop_w{w}']['ppe_jobs_per_s'], P)]) for w in (1, 2)]
-    groups.append(('no-op, 4 workers', [('JobManager', sc['4']['manager_jobs_per_s'], M), ('ProcessPoolExecutor (spawn)', sc['4']['ppe_jobs_per_s'], P)]))
-    open(dst, 'w').write(bars(groups, 'No-op jobs per second (best of 3, same run)', 'jobs/s') + '\n')
+    groups = [(f"no-op, {w} worker{'s' if w > 1 else ''}", series(tp[f'noop_w{w}'])) for w in (1, 2)]
+    groups.append(('no-op, 4 workers', series(sc['4'])))
+    stat = 'median' if tp.get('statistic') == 'median' else 'best'
+    bounds = tp.get('bounds')
+    note = (f"bound, same run: a pickled request/reply pipeline to one child process does {bounds['pipeline_jobs_per_s'] / 1000:,.0f}k jobs/s"
+            if bounds else '')
+    open(dst, 'w').write(bars(groups, f"No-op jobs per second ({stat} of {r['throughput']['repeat']}, same run)", 'jobs/s', note=note) + '\n')
     print(f"wrote {dst}")
 
 
