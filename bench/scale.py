@@ -34,11 +34,10 @@ class WorkerHold:
         self.server = await asyncio.start_unix_server(on_connect, self.path)
         self.job = await self.m.start_job('hold', priority=HOLD_PRIORITY, address=self.path)
         ended = asyncio.ensure_future(self.m.wait_for_job(self.job.id))
+        # the job ending first (or nothing within a minute) means the hold never began: fail instead of hanging
         done, _ = await asyncio.wait({connected, ended}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-        if connected not in done:
-            ended.cancel()
-            raise RuntimeError(f"the hold job never reached its worker: {self.job.status.value} {self.job.error}")
         ended.cancel()
+        if connected not in done: raise RuntimeError(f"the hold job never reached its worker: {self.job.status.value} {self.job.error}")
         self.writer = connected.result()
 
     async def release(self) -> None:
@@ -49,6 +48,8 @@ class WorkerHold:
         if self.job.status.value != 'completed': raise RuntimeError(f"hold job {self.job.status.value}: {self.job.error}")
 
     async def close(self) -> None:
+        "Also after an error: closing the connection ends a hold job still running, so shutdown need not kill its worker."
+        if self.writer is not None and not self.writer.is_closing(): self.writer.close()
         if self.server is not None: self.server.close(); await self.server.wait_closed()
         shutil.rmtree(self.dir, ignore_errors=True)
 
