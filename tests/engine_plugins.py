@@ -41,3 +41,9 @@ def touch(path: str, **_):
     "A side effect that shows whether the job ran at all."
     with open(path, 'a') as f: f.write('ran\n')
     return path
+
+
+def dies_when_idle():
+    "A worker entry point whose workers become ready, then die 0.2 s later while idle (a broken install, say)."
+    threading.Timer(0.2, os._exit, args=(3,)).start()
+    return plugins_for_tests()

@@ -3,7 +3,7 @@ import asyncio, os, random, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest
 from conftest import run, pid_alive
-from engine_plugins import plugins_for_tests, broken_entry_point
+from engine_plugins import plugins_for_tests, broken_entry_point, dies_when_idle
 from cjm_fasthtml_workers.core.config import WorkerConfig
 from cjm_fasthtml_workers.managers.base import JobManager, JobStatus, NoWorkersError
 
@@ -16,9 +16,18 @@ def manager(entry_point=plugins_for_tests, broadcaster=None, **config):
 
 class Recorder:
     "An event broadcaster that records (type, data, loop time) for every event."
-    def __init__(self): self.events = []
-    async def broadcast(self, event_type, data): self.events.append((event_type, data, time.monotonic()))
+    def __init__(self): self.events, self._changed = [], None
+    async def broadcast(self, event_type, data):
+        self.events.append((event_type, data, time.monotonic()))
+        if self._changed is not None: self._changed.set()
     def of(self, prefix): return [(t, d) for t, d, _ in self.events if t.startswith(prefix)]
+    async def until(self, condition, timeout=30):
+        "Wait (woken by each event) until `condition()` holds."
+        self._changed = asyncio.Event()
+        async def wait():
+            while not condition():
+                await self._changed.wait(); self._changed.clear()
+        await asyncio.wait_for(wait(), timeout)
 
 
 @pytest.mark.parametrize('how,cause', [('kill', 'killed by signal SIGKILL (exit code -9)'),
@@ -101,19 +110,36 @@ def test_policy_on_cancellation_replaces_cancelled_not_crashed():
     assert crash.status == JobStatus.FAILED
 
 
-def test_policy_always_gives_up_after_max_restart_attempts():
+def test_policy_always_gives_up_after_max_restart_attempts_of_idle_crashes():
     async def main():
         rec = Recorder()
-        m = manager(max_workers=1, restart_policy='always', max_restart_attempts=2, broadcaster=rec)
+        m = manager(entry_point=dies_when_idle, max_workers=1, restart_policy='always', max_restart_attempts=2, broadcaster=rec)
         try:
-            crashes = [await m.wait_for_job((await m.start_job('crash', how='exit')).id, 30) for _ in range(3)]
-            with pytest.raises(NoWorkersError): await m.start_job('echo')
-            return crashes, rec
+            await m.start()
+            await rec.until(lambda: [t for t, _ in rec.of('worker:')].count('worker:stopped') == 3)
+            with pytest.raises(NoWorkersError) as refused: await m.start_job('echo')
+            return str(refused.value), rec, m.get_workers()
         finally: await m.shutdown()
-    crashes, rec = run(main())
-    assert all(c.status == JobStatus.FAILED for c in crashes)
-    assert len({c.worker_pid for c in crashes}) == 3
+    message, rec, workers = run(main())
+    assert "every worker slot is retired, as its workers failed 3 times in a row without finishing a job" in message
+    assert "max_restart_attempts=2 under the always policy" in message
     assert [t for t, _ in rec.of('worker:')].count('worker:restarted') == 2
+    assert workers[0]['state'] == 'retired' and workers[0]['pid'] is None and workers[0]['crashes'] == 3
+
+
+def test_crashes_during_jobs_never_retire_the_pool():
+    async def main():
+        m = manager(max_workers=2, restart_policy='always', max_restart_attempts=2)
+        try:
+            crashes = [await m.start_job('crash', how='exit') for _ in range(20)]
+            for c in crashes: await m.wait_for_job(c.id, 60)
+            after = await m.wait_for_job((await m.start_job('echo', text='still here')).id, 30)
+            return crashes, after, m.get_workers()
+        finally: await m.shutdown()
+    crashes, after, workers = run(main(), timeout=240)
+    assert all(c.status == JobStatus.FAILED and 'exited with code 3' in c.error for c in crashes)
+    assert after.status == JobStatus.COMPLETED
+    assert sum(w['crashes'] for w in workers) == 20 and all(w['state'] != 'retired' for w in workers)
 
 
 def test_successful_job_resets_crash_count():

@@ -56,7 +56,10 @@ class WorkerConfig:
     cancel_grace: float = 1.0  # Seconds between asking a worker to stop (SIGTERM) and killing it (SIGKILL)
     shutdown_grace: float = 5.0  # Seconds `shutdown()` waits for workers before killing them
     integration_timeout: float = 5.0  # Seconds an integration call (registry lookup, broadcast) may take
-    max_event_backlog: int = 10000  # Events waiting for the broadcaster before the oldest are dropped
+    max_event_backlog: int = 10000  # Events waiting for the broadcaster; past it, progress and output events are merged or dropped first
+    max_event_backlog_bytes: int = 64 * 2**20  # Bytes of events waiting for the broadcaster (streamed text counts its length)
+    max_jobs_per_worker: Optional[int] = None  # Jobs after which a worker is replaced, between jobs (no job is affected); None means no limit
+    max_worker_memory: Optional[int] = None  # Resident memory, in bytes, past which a worker is replaced between jobs; None means no limit
 
     def __post_init__(self):
         problems = self.problems()
@@ -82,7 +85,10 @@ def _config_problems(self: WorkerConfig) -> List[str]:
          _number_problem('cancel_grace', self.cancel_grace, 0),
          _number_problem('shutdown_grace', self.shutdown_grace, 0),
          _number_problem('integration_timeout', self.integration_timeout, 0, strict=True),
-         _number_problem('max_event_backlog', self.max_event_backlog, 1, integer=True)]
+         _number_problem('max_event_backlog', self.max_event_backlog, 1, integer=True),
+         _number_problem('max_event_backlog_bytes', self.max_event_backlog_bytes, 1, integer=True),
+         _number_problem('max_jobs_per_worker', self.max_jobs_per_worker, 1, allow_none=True, integer=True),
+         _number_problem('max_worker_memory', self.max_worker_memory, 1, allow_none=True, integer=True)]
     if self.start_method not in START_METHODS:
         p.append(f"start_method must be one of {', '.join(START_METHODS)}, got {self.start_method!r}")
     elif self.start_method not in multiprocessing.get_all_start_methods():
@@ -100,13 +106,14 @@ WorkerConfig.problems = _config_problems
 def restart_delay(
     config: WorkerConfig,  # The pool's configuration
     crashes_in_a_row: int,  # Crashes of this worker slot since its last completed job (1 for the first)
-    stopped_by_manager: bool,  # True when the manager stopped the worker (cancel, timeout), False for a crash
+    stopped_by_manager: bool,  # True when the manager stopped the worker (cancel, timeout, recycling), False for a crash
+    during_job: bool = False,  # The worker crashed while running a job: the job's fault, so the slot is never given up for it
 ) -> Optional[float]:  # Seconds to wait before starting a replacement, or None for no replacement
     "How long to wait before replacing a worker that ended, per the restart policy; None when it is not replaced."
     policy = config.restart_policy
     if policy is RestartPolicy.NEVER: return None
     if stopped_by_manager: return 0.0
     if policy is RestartPolicy.ON_CANCELLATION: return None
-    if config.max_restart_attempts and crashes_in_a_row > config.max_restart_attempts: return None
+    if not during_job and config.max_restart_attempts and crashes_in_a_row > config.max_restart_attempts: return None
     if policy is RestartPolicy.ALWAYS: return 0.0
     return min(config.restart_backoff_base * 2 ** (crashes_in_a_row - 1), config.restart_backoff_max)

@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['REQUESTS', 'REPLIES', 'MAX_FRAME', 'ExecuteRequest', 'CancelRequest', 'ReloadRequest', 'UnloadRequest',
            'StateRequest', 'StopRequest', 'ReadyReply', 'ResultReply', 'ChunkReply', 'ProgressReply', 'StateReply',
-           'ErrorReply', 'error_info', 'encode_message', 'FrameDecoder', 'BlockingChannel', 'PluginManagerAdapter']
+           'StatsReply', 'ErrorReply', 'join_chunks', 'error_info', 'encode_message', 'FrameDecoder', 'BlockingChannel',
+           'PluginManagerAdapter']
 
 # %% ../../nbs/core/protocol.ipynb #5f5521bd
-import pickle, struct
+import pickle, struct, threading
 from collections import deque
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Protocol, runtime_checkable
 
@@ -57,7 +58,8 @@ class ResultReply(NamedTuple):
     "A job finished; `data` is what the plugin returned."
     req_id: int  # The ExecuteRequest's id
     job_id: str  # The job
-    data: Any  # The plugin's result (for a streamed job: the full output)
+    data: Any  # The plugin's result
+    from_chunks: bool = False  # A streamed job whose output is its chunks: the manager joins the chunks it already has
 
 class ChunkReply(NamedTuple):
     "One chunk of a streaming job's output."
@@ -76,7 +78,14 @@ class ProgressReply(NamedTuple):
 class StateReply(NamedTuple):
     "Answer to a state, reload, unload or cancel request."
     req_id: int  # The request's id
-    state: Dict[str, Any]  # 'pid', 'loaded_plugins', 'job_id' (running job) and request-specific fields
+    state: Dict[str, Any]  # 'pid', 'loaded_plugins' and request-specific fields (a cancel's: 'cancelled' and 'dropped')
+
+class StatsReply(NamedTuple):
+    "Sent by a worker now and then, unasked: how much memory it uses and how many jobs it has run."
+    req_id: int  # Always 0
+    pid: int  # The worker's process id
+    rss: int  # Resident memory, in bytes
+    jobs: int  # Jobs it has run since it started
 
 class ErrorReply(NamedTuple):
     "A request failed; `job_id` is set when it was a job, which then ends failed."
@@ -86,7 +95,16 @@ class ErrorReply(NamedTuple):
 
 # %% ../../nbs/core/protocol.ipynb #cf0ca958
 REQUESTS = (ExecuteRequest, CancelRequest, ReloadRequest, UnloadRequest, StateRequest, StopRequest)
-REPLIES = (ReadyReply, ResultReply, ChunkReply, ProgressReply, StateReply, ErrorReply)
+REPLIES = (ReadyReply, ResultReply, ChunkReply, ProgressReply, StateReply, StatsReply, ErrorReply)
+
+# %% ../../nbs/core/protocol.ipynb #8b1f4c3d
+def join_chunks(
+    chunks: List[Any],  # A streamed job's chunks, in order
+) -> Any:  # Text or bytes joined; anything else as a list
+    "The full output of a streamed job: text and bytes joined, anything else as a list."
+    if chunks and all(isinstance(c, str) for c in chunks): return ''.join(chunks)
+    if chunks and all(isinstance(c, bytes) for c in chunks): return b''.join(chunks)
+    return list(chunks)
 
 # %% ../../nbs/core/protocol.ipynb #0e944573
 def error_info(
@@ -144,10 +162,12 @@ class BlockingChannel:
         self.sock, self._decoder = sock, FrameDecoder()
         self.inbox: deque = deque()  # whole messages received and not yet taken
         self.closed = False  # the other end has closed the connection
+        self._sending = threading.Lock()  # two threads' frames must not interleave
 
     def send(self, msg: Any):
         "Send one message."
-        self.sock.sendall(encode_message(msg))
+        frame = encode_message(msg)
+        with self._sending: self.sock.sendall(frame)
 
     def _read(self) -> None:
         data = self.sock.recv(1 << 18)

@@ -108,7 +108,9 @@ def job_card(
     if job.chunks:
         out = ''.join(str(c) for c in job.chunks)
         body.append(Pre(out[-max_output:], cls='output', id=f"out-{job.id}"))
-    if job.status is JobStatus.COMPLETED and job.result is not None and not job.chunks:
+    elif job.streamed and job.status is JobStatus.COMPLETED:  # a finished stream's output is its result
+        body.append(Pre(_result_text(job.result)[-max_output:], cls='output', id=f"out-{job.id}"))
+    if job.status is JobStatus.COMPLETED and job.result is not None and not job.streamed:
         body.append(Pre(_result_text(job.result), cls='result'))
     if job.error: body.append(P(job.error, cls='error'))
     meta = [f"pid {job.worker_pid}" if job.worker_pid else None, f"priority {job.priority}" if job.priority else None]
