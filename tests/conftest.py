@@ -1,5 +1,5 @@
 """Shared fixtures: every test must leave no child process behind."""
-import asyncio, multiprocessing, os, sys
+import asyncio, multiprocessing, os, sys, time
 from pathlib import Path
 import pytest
 
@@ -24,6 +24,31 @@ def _is_multiprocessing_helper(pid: int) -> bool:
     try: cmdline = Path(f'/proc/{pid}/cmdline').read_bytes()
     except OSError: return False
     return b'resource_tracker' in cmdline or b'forkserver' in cmdline
+
+
+def descendants(pid: int) -> set:
+    "Pids of every live process below `pid` (children, grandchildren, ...), from /proc."
+    parents = {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit(): continue
+        try: stat = Path(f'/proc/{entry}/stat').read_text()
+        except OSError: continue
+        fields = stat[stat.rindex(')') + 2:].split()
+        if fields[0] != 'Z': parents.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found: found.add(child); todo.append(child)
+    return found
+
+
+def wait_until(condition, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    "Poll `condition` (a check of the system's state, which nothing notifies) until it holds or `timeout` passes; its last value."
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline: return condition()
+        time.sleep(interval)
+    return True
 
 
 def pid_alive(pid: int) -> bool:

@@ -47,3 +47,54 @@ def dies_when_idle():
     "A worker entry point whose workers become ready, then die 0.2 s later while idle (a broken install, say)."
     threading.Timer(0.2, os._exit, args=(3,)).start()
     return plugins_for_tests()
+
+
+def with_child(how: str = 'subprocess', seconds: float = 60, **_):
+    "Streams the pid of a child it starts (a `sleep` subprocess, or a forked copy of the worker), then sleeps."
+    if how == 'fork':
+        child = os.fork()
+        if child == 0:
+            time.sleep(seconds); os._exit(0)
+    else:
+        import subprocess
+        child = subprocess.Popen(['sleep', str(seconds)]).pid
+    yield child
+    time.sleep(seconds)
+
+
+def size(blob: bytes = b'', **_):
+    return len(blob)
+
+
+def worker_pid(**_):
+    return os.getpid()
+
+
+def resident_bytes(**_):
+    "This worker's resident memory, in bytes."
+    with open('/proc/self/statm') as f: return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+_held = []
+
+def leak(mb: int = 50, **_):
+    "Keeps `mb` megabytes alive in the worker for good (a leaking plugin)."
+    _held.append(b'\x01' * (mb * 2**20))
+    return len(_held)
+
+
+def out_of_memory(**_):
+    raise MemoryError()
+
+
+def flood(n: int = 1000, **_):
+    "Streams n tiny chunks as fast as it can."
+    for i in range(n): yield f"{i % 10}"
+
+
+def reliability_plugins():
+    plugins = plugins_for_tests()
+    for name, fn in [('with-child', with_child), ('size', size), ('pid', worker_pid), ('rss', resident_bytes),
+                     ('leak', leak), ('oom', out_of_memory), ('flood', flood)]:
+        plugins.add(name, fn)
+    return plugins

@@ -3,6 +3,7 @@ import asyncio, os, random, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest
 from conftest import run, pid_alive
+from recorders import Recorder
 from engine_plugins import plugins_for_tests, broken_entry_point, dies_when_idle
 from cjm_fasthtml_workers.core.config import WorkerConfig
 from cjm_fasthtml_workers.managers.base import JobManager, JobStatus, NoWorkersError
@@ -12,22 +13,6 @@ TERMINAL = {'completed', 'failed', 'cancelled'}
 
 def manager(entry_point=plugins_for_tests, broadcaster=None, **config):
     return JobManager('test', 'test', entry_point=entry_point, event_broadcaster=broadcaster, worker_config=WorkerConfig(**config))
-
-
-class Recorder:
-    "An event broadcaster that records (type, data, loop time) for every event."
-    def __init__(self): self.events, self._changed = [], None
-    async def broadcast(self, event_type, data):
-        self.events.append((event_type, data, time.monotonic()))
-        if self._changed is not None: self._changed.set()
-    def of(self, prefix): return [(t, d) for t, d, _ in self.events if t.startswith(prefix)]
-    async def until(self, condition, timeout=30):
-        "Wait (woken by each event) until `condition()` holds."
-        self._changed = asyncio.Event()
-        async def wait():
-            while not condition():
-                await self._changed.wait(); self._changed.clear()
-        await asyncio.wait_for(wait(), timeout)
 
 
 @pytest.mark.parametrize('how,cause', [('kill', 'killed by signal SIGKILL (exit code -9)'),

@@ -2,6 +2,7 @@
 import asyncio, json, threading, time
 import pytest
 from conftest import run
+from recorders import ResourceLog
 from engine_plugins import plugins_for_tests
 from cjm_fasthtml_workers.core.config import WorkerConfig
 from cjm_fasthtml_workers.managers.base import JobManager, JobStatus, UnknownPluginError
@@ -19,17 +20,6 @@ class Registry:
     def get_plugins_by_category(self, category): return [p for p in self.plugins.values() if p.category == category]
     def get_plugin(self, plugin_id): return self.plugins.get(plugin_id)
     def load_plugin_config(self, plugin_id): return self.configs.get(plugin_id, {})
-
-
-class ResourceLog:
-    def __init__(self): self.calls, self.lock = [], threading.Lock()
-    def register_worker(self, pid, worker_type): self._add(('register', pid, worker_type))
-    def unregister_worker(self, pid): self._add(('unregister', pid))
-    def update_worker_state(self, pid, status=None, job_id=None, plugin_name=None, plugin_id=None,
-                            loaded_plugin_resource=None, config=None):
-        self._add(('update', pid, status, job_id, plugin_name))
-    def _add(self, call):
-        with self.lock: self.calls.append(call)
 
 
 class Events:
