@@ -69,3 +69,9 @@ def no_leftover_processes():
 def run(coro, timeout: float = 120):
     "Run a coroutine to completion on a fresh event loop, with an overall time limit."
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', "package: uses this package's additions beyond upstream cjm-fasthtml-workers 0.0.5's API "
+                                       "(deselect with -m 'not package and not later_upstream' to run the rest against upstream itself)")
+    config.addinivalue_line('markers', "later_upstream: uses upstream API added after 0.0.5 (cjm_fasthtml_workers.extensions.adapters)")
