@@ -38,8 +38,8 @@ setuptools.setup(
     include_package_data=True,
     python_requires='>=' + min_python,
     install_requires=reqs('requirements'),
-    extras_require={'web': web, 'docs': docs, 'bench': reqs('bench_requirements'),
-                    'dev': reqs('dev_requirements') + docs + reqs('bench_requirements')},
+    extras_require={'web': web, 'docs': docs, 'bench': reqs('bench_requirements'), 'test': reqs('test_requirements'),
+                    'dev': reqs('dev_requirements') + reqs('test_requirements') + docs + reqs('bench_requirements')},
     entry_points={
         'console_scripts': cfg.get('console_scripts', '').split(),
         'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],

@@ -8,7 +8,7 @@ from engine_plugins import reliability_plugins
 from cjm_fasthtml_workers.core.config import WorkerConfig
 from cjm_fasthtml_workers.managers.base import JobManager, JobStatus
 
-TERMINAL_EVENTS = {'job:completed', 'job:failed', 'job:cancelled'}
+TERMINAL_EVENTS = {'chaos:completed', 'chaos:failed', 'chaos:cancelled'}
 
 
 async def chaos(seed: int, n: int, start_method: str, workers: int = 2):
@@ -52,13 +52,13 @@ def test_random_worker_kills_lose_no_job_and_end_each_once(seed, n, method):
     assert stats['pending'] == 0 and stats['running'] == 0
     events = {}
     for kind, data, _ in rec.events:
-        if kind.startswith('job:'): events.setdefault(data['job_id'], []).append(kind)
+        if 'job_id' in data: events.setdefault(data['job_id'], []).append(kind)
     for j in jobs:
         ends = [s for s, _ in j.transitions if s in ('completed', 'failed', 'cancelled')]
         assert len(ends) == 1 and ends[0] == j.status.value, (j.id, j.transitions)
         kinds = events[j.id]
         assert sum(k in TERMINAL_EVENTS for k in kinds) == 1 and kinds[-1] in TERMINAL_EVENTS, (j.id, kinds)
-        assert kinds[-1] == f"job:{j.status.value}"
+        assert kinds[-1] == f"chaos:{j.status.value}"
     by_status = {s: sum(j.status == s for j in jobs) for s in JobStatus}
     assert by_status[JobStatus.COMPLETED] > n // 2, by_status
     failed_other = [j for j in jobs if j.status == JobStatus.FAILED and j.plugin_id != 'fail'

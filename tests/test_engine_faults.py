@@ -101,14 +101,14 @@ def test_policy_always_gives_up_after_max_restart_attempts_of_idle_crashes():
         m = manager(entry_point=dies_when_idle, max_workers=1, restart_policy='always', max_restart_attempts=2, broadcaster=rec)
         try:
             await m.start()
-            await rec.until(lambda: [t for t, _ in rec.of('worker:')].count('worker:stopped') == 3)
+            await rec.until(lambda: [t for t, _ in rec.of('test:worker:')].count('test:worker:stopped') == 3)
             with pytest.raises(NoWorkersError) as refused: await m.start_job('echo')
             return str(refused.value), rec, m.get_workers()
         finally: await m.shutdown()
     message, rec, workers = run(main())
     assert "every worker slot is retired, as its workers failed 3 times in a row without finishing a job" in message
     assert "max_restart_attempts=2 under the always policy" in message
-    assert [t for t, _ in rec.of('worker:')].count('worker:restarted') == 2
+    assert [t for t, _ in rec.of('test:worker:')].count('test:worker:restarted') == 2
     assert workers[0]['state'] == 'retired' and workers[0]['pid'] is None and workers[0]['crashes'] == 3
 
 
@@ -150,8 +150,8 @@ def test_policy_backoff_waits_before_restarting():
             return rec
         finally: await m.shutdown()
     rec = run(main())
-    stops = [t for kind, _, t in rec.events if kind == 'worker:stopped']
-    restarts = [t for kind, _, t in rec.events if kind == 'worker:restarted']
+    stops = [t for kind, _, t in rec.events if kind == 'test:worker:stopped']
+    restarts = [t for kind, _, t in rec.events if kind == 'test:worker:restarted']
     assert len(restarts) == 2
     assert restarts[0] - stops[0] >= 0.3 and restarts[1] - stops[1] >= 0.6
 

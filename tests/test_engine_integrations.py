@@ -116,19 +116,19 @@ def test_broadcaster_gets_every_transition_in_order_as_json():
     ok, bad, gone = run(main())
     for _, data in events.events: json.dumps(data)
     for kind, data in events.events:
-        assert ('job_id' in data) if kind.startswith('job:') else ('pid' in data)
-        assert 'status' in data
+        assert ('pid' in data) if kind.startswith('test:worker:') else ('job_id' in data)
+        assert 'status' in data and data['worker_type'] == 'test'
     of = lambda job: [k for k, d in events.events if d.get('job_id') == job.id]
-    ends = lambda kinds: [k for k in kinds if k not in ('job:progress', 'job:chunk')]
-    assert ends(of(ok)) == ['job:created', 'job:started', 'job:completed']
-    assert {'job:progress', 'job:chunk'} <= set(of(ok)[2:-1])  # between start and end, merged when they arrive together
-    assert of(bad) == ['job:created', 'job:started', 'job:failed']
-    assert of(gone) == ['job:created', 'job:started', 'job:cancelled']
+    ends = lambda kinds: [k for k in kinds if k not in ('test:progress', 'test:chunk')]
+    assert ends(of(ok)) == ['test:created', 'test:started', 'test:completed']
+    assert {'test:progress', 'test:chunk'} <= set(of(ok)[2:-1])  # between start and end, merged when they arrive together
+    assert of(bad) == ['test:created', 'test:started', 'test:failed']
+    assert of(gone) == ['test:created', 'test:started', 'test:cancelled']
     kinds = [k for k, _ in events.events]
-    assert kinds[0] == 'worker:started' and 'worker:restarted' in kinds and kinds[-1] == 'worker:stopped'
-    chunks = [d for k, d in events.events if k == 'job:chunk']
+    assert kinds[0] == 'test:worker:started' and 'test:worker:restarted' in kinds and kinds[-1] == 'test:worker:stopped'
+    chunks = [d for k, d in events.events if k == 'test:chunk']
     assert ''.join(d['chunk'] for d in chunks) == 'a b ' and (chunks[0]['seq'], chunks[-1]['last_seq']) == (0, 1)
-    assert [d['progress'] for k, d in events.events if k == 'job:progress'][-1] == 1.0
+    assert [d['progress'] for k, d in events.events if k == 'test:progress'][-1] == 1.0
 
 
 @pytest.mark.parametrize('which', ['resource_manager', 'event_broadcaster'])

@@ -42,8 +42,8 @@ def test_start_job_waiting_for_the_pool_ends_when_shutdown_runs(delay):
 # 2. Only what was registered is unregistered, only what was announced started is announced stopped.
 def _balanced(log, rec):
     assert sorted(log.pids('register')) == sorted(log.pids('unregister')), log.calls
-    started = [d['pid'] for t, d in rec.of('worker:') if t in ('worker:started', 'worker:restarted')]
-    stopped = [d['pid'] for t, d in rec.of('worker:') if t == 'worker:stopped']
+    started = [d['pid'] for t, d in rec.of('test:worker:') if t in ('test:worker:started', 'test:worker:restarted')]
+    stopped = [d['pid'] for t, d in rec.of('test:worker:') if t == 'test:worker:stopped']
     assert sorted(set(started)) == sorted(stopped), rec.events
 
 
@@ -217,7 +217,7 @@ def test_a_chunk_flood_reaches_a_slow_broadcaster_whole_without_drops():
             return job, m._events.dropped
         finally: await m.shutdown()
     job, dropped = run(main(), timeout=180)
-    chunks = [d for t, d in rec.of('job:chunk')]
+    chunks = [d for t, d in rec.of('test:chunk')]
     assert dropped == 0
     assert ''.join(d['chunk'] for d in chunks) == ''.join(str(i % 10) for i in range(200_000))
     assert len(chunks) < 2000, f"{len(chunks)} chunk events: bursts were not merged"
@@ -242,7 +242,7 @@ def test_max_jobs_per_worker_recycles_without_failing_a_job():
     per_worker = {}
     for j in one_by_one + batch: per_worker[j.result] = per_worker.get(j.result, 0) + 1
     assert max(per_worker.values()) <= 3
-    assert any(d.get('reason') == 'recycled' for t, d in rec.of('worker:stopped'))
+    assert any(d.get('reason') == 'recycled' for t, d in rec.of('test:worker:stopped'))
 
 
 def test_max_worker_memory_recycles_a_leaking_worker_between_jobs():
@@ -254,7 +254,7 @@ def test_max_worker_memory_recycles_a_leaking_worker_between_jobs():
         m = manager(max_workers=1, max_worker_memory=baseline + 60 * 2**20, broadcaster=rec)
         try:
             leaked = await m.wait_for_job((await m.start_job('leak', mb=100)).id, 30)
-            await rec.until(lambda: any(d.get('reason') == 'recycled' for t, d in rec.of('worker:stopped')))
+            await rec.until(lambda: any(d.get('reason') == 'recycled' for t, d in rec.of('test:worker:stopped')))
             after = await m.wait_for_job((await m.start_job('pid')).id, 30)
             return leaked, after
         finally: await m.shutdown()

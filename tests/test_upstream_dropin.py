@@ -43,6 +43,7 @@ def test_upstream_app_runs_20_jobs_on_2_workers_with_cancel_and_crash(tmp_path):
         await until(lambda: all(str(j.status) in ('completed', 'failed', 'cancelled') for j in jobs), 60, 'every job to finish')
         await until(lambda: all(_terminal_events(log, j) for j in jobs), 20, 'every terminal event')
         await until(lambda: manager.completed_count == 17, 20, 'every completion hook')
+        await until(lambda: all(w['state'] in ('idle', 'busy') for w in manager.get_workers()), 30, 'both replacements to be ready')
         statuses = {j.id: str(j.status) for j in jobs}
         results = {j.id: manager.get_job_result(j.id) for j in jobs}
         return manager, jobs, victim_pid, doomed_pid, statuses, results, len(manager.get_all_jobs())

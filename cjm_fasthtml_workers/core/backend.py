@@ -6,7 +6,7 @@
 __all__ = ['logger', 'WorkerHandle', 'WorkerBackend', 'describe_exit', 'ProcessWorker', 'signal_group', 'ProcessBackend']
 
 # %% ../../nbs/core/backend.ipynb #845fabb9
-import asyncio, logging, multiprocessing, os, signal, socket
+import asyncio, logging, multiprocessing, os, select, signal, socket, time
 from typing import Any, Callable, Optional, Protocol, runtime_checkable
 from .protocol import FrameDecoder, encode_message
 from .worker import run_worker
@@ -46,6 +46,12 @@ class WorkerBackend(Protocol):
                            on_exit: Callable[[Any, Optional[int]], None],  # Called once as on_exit(handle, exitcode)
                           ) -> WorkerHandle:
         "Start a worker; its ReadyReply (or ErrorReply) arrives through `on_message`."
+        ...
+
+    def stop_all(self,
+                 grace: float,  # Seconds the workers have to end before they are killed
+                ) -> None:
+        "Wait (blocking) for every worker to end, kill those still running after `grace`, and report each end through `on_exit`."
         ...
 
 # %% ../../nbs/core/backend.ipynb #590cd62b
@@ -160,13 +166,29 @@ def _connection_closed(self: ProcessWorker) -> None:
 def _report_exit(self: ProcessWorker) -> None:
     if self._reported: return
     self._reported = True
-    if self.transport is not None: self.transport.abort()
+    if self.transport is not None:
+        try: self.transport.abort()
+        except RuntimeError: pass  # its event loop has closed (a shutdown from plain code): nothing left to tell it
     try: self.process.close()
     except ValueError: pass
     try: self.on_exit(self, self.exitcode)
     except Exception: logger.exception("handling the exit of worker %s failed", self.pid)
 
-ProcessWorker._deliver, ProcessWorker._connection_closed = _deliver, _connection_closed
+def _reap_now(self: ProcessWorker) -> None:
+    "Blocking: the process has ended (or been killed); reap it and report its end now, with or without a running event loop."
+    if self._reported: return
+    if self.watched_fd is not None:
+        try: self.loop.remove_reader(self.watched_fd)
+        except (RuntimeError, ValueError): pass  # the loop has closed
+        if self.watched_fd != self.process.sentinel: os.close(self.watched_fd)
+        self.watched_fd = None
+        signal_group(self.pid, signal.SIGKILL)
+    try: self.process.join(5)
+    except (ValueError, AssertionError): pass
+    self.exitcode, self._reaped, self._eof = (self.process.exitcode if self.process._popen else None), True, True
+    _report_exit(self)
+
+ProcessWorker._deliver, ProcessWorker._connection_closed, ProcessWorker.reap_now = _deliver, _connection_closed, _reap_now
 
 # %% ../../nbs/core/backend.ipynb #af60cb10
 class ProcessBackend:
@@ -177,6 +199,7 @@ class ProcessBackend:
         self.start_method = start_method
         self.context = multiprocessing.get_context(start_method)
         self.processes = set()  # every process started and not yet reaped, for last-resort cleanup
+        self.workers = set()  # every worker whose end has not yet been reported
         self.outbox = _Outbox()  # shared by this backend's workers, so replies from one batch requests to all
 
     async def start_worker(self,
@@ -199,15 +222,26 @@ class ProcessBackend:
         except OSError: pass
         def exited(handle, exitcode):
             self.processes.discard(process)  # reaped: nothing left for kill_all to do
+            self.workers.discard(handle)
             on_exit(handle, exitcode)
         worker = ProcessWorker(process, loop, on_message, exited, self.outbox)
         worker.pid = process.pid
-        self.processes.add(process)
+        self.processes.add(process); self.workers.add(worker)
         worker.watched_fd = _exit_descriptor(process, self.start_method)
         loop.add_reader(worker.watched_fd, _process_gone, worker)
         ours.setblocking(False)
         worker.transport, _ = await loop.connect_accepted_socket(lambda: _Connection(worker), ours)
         return worker
+
+    def stop_all(self,
+                 grace: float,  # Seconds the workers have to end (after the manager asked them to) before they are killed
+                ) -> None:
+        "Blocking: wait for every worker to end, kill the groups of those still running after `grace`, reap each and report its end."
+        workers = [w for w in self.workers if not w._reported]
+        left = _wait_for_exits(workers, grace)
+        for w in left: signal_group(w.pid, signal.SIGKILL)
+        if _wait_for_exits(left, 5): logger.error("worker processes still running 5 s after SIGKILL: %s", left)
+        for w in workers: w.reap_now()
 
     def kill_all(self, grace: float = 0.0) -> int:
         "Terminate, then kill, every worker's process group and reap the workers; safe without an event loop (atexit). Returns how many were running."
@@ -227,6 +261,16 @@ def _exit_descriptor(process, start_method: str) -> int:
         try: return os.pidfd_open(process.pid)
         except (AttributeError, OSError): pass
     return process.sentinel
+
+def _wait_for_exits(workers, timeout: float) -> list:
+    "Wait up to `timeout` seconds (blocking) until each worker's exit descriptor is readable; the workers still running."
+    deadline, left = time.monotonic() + timeout, [w for w in workers if w.watched_fd is not None]
+    while left:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0: break
+        ready = set(select.select([w.watched_fd for w in left], [], [], remaining)[0])
+        left = [w for w in left if w.watched_fd not in ready]
+    return left
 
 def _quiet(f, *args):
     try: f(*args)

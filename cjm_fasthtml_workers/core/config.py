@@ -7,7 +7,7 @@ __all__ = ['START_METHODS', 'RestartPolicy', 'WorkerConfig', 'restart_delay']
 
 # %% ../../nbs/core/config.ipynb #026f540b
 import multiprocessing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, field
 from enum import Enum
 from typing import Optional, List
 
@@ -44,22 +44,26 @@ class WorkerConfig:
     prefetch_max_runtime: float = 0.01  # Only jobs of plugins whose recent jobs took less than this many seconds are sent ahead
     start_method: str = 'spawn'  # How worker processes start: 'spawn' (safe with threads and GPU libraries), 'fork' or 'forkserver'
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS  # When an ended worker is replaced
-    max_restart_attempts: int = 5  # Crashes in a row (no job completed in between) after which a worker slot is given up; 0 means no limit
-    restart_backoff_base: float = 0.5  # Seconds to wait before the first restart under BACKOFF
-    restart_backoff_max: float = 30.0  # Longest wait between restarts under BACKOFF
+    max_restart_attempts: int = 5  # Failed workers in a row (no job finished in between; crashes during jobs do not count) after which a slot is given up; 0 means no limit
+    restart_backoff_base: float = 0.5  # Seconds to wait before the first restart under BACKOFF (alias: restart_backoff_base_seconds)
+    restart_backoff_max: float = 30.0  # Longest wait between restarts under BACKOFF (alias: restart_backoff_max_seconds)
     job_timeout: Optional[float] = None  # Seconds a job may run before it is stopped and failed; None means no limit
-    max_queue_size: Optional[int] = None  # Most pending jobs; `start_job` refuses more. None means no limit
-    max_history: Optional[int] = 1000  # Most finished jobs kept for `get_job`; older ones are forgotten. None keeps all
+    max_queue_size: Optional[int] = None  # Most pending jobs; `start_job` refuses more. None means no limit (alias: request_queue_size, 0 meaning none)
+    max_history: Optional[int] = 1000  # Most finished jobs kept for `get_job`; the oldest finished are forgotten first. None keeps all
     history_max_age: Optional[float] = None  # Seconds a finished job is kept; None means no age limit
-    worker_start_timeout: float = 60.0  # Seconds a new worker may take to load its plugins and report ready
-    command_timeout: float = 10.0  # Seconds to wait for a worker to answer a command (reload, unload, state)
+    worker_start_timeout: float = 60.0  # Seconds a new worker may take to load its plugins and report ready (alias: worker_start_timeout_seconds)
+    reload_timeout: float = 30.0  # Seconds `reload_plugin` waits for the workers (alias: reload_timeout_seconds)
+    unload_timeout: float = 10.0  # Seconds `unload_plugin` waits for the workers (alias: unload_timeout_seconds)
     cancel_grace: float = 1.0  # Seconds between asking a worker to stop (SIGTERM) and killing it (SIGKILL)
-    shutdown_grace: float = 5.0  # Seconds `shutdown()` waits for workers before killing them
+    shutdown_grace: float = 5.0  # Seconds `shutdown()` waits for workers before killing them (alias: shutdown_timeout_seconds)
     integration_timeout: float = 5.0  # Seconds an integration call (registry lookup, broadcast) may take
     max_event_backlog: int = 10000  # Events waiting for the broadcaster; past it, progress and output events are merged or dropped first
     max_event_backlog_bytes: int = 64 * 2**20  # Bytes of events waiting for the broadcaster (streamed text counts its length)
     max_jobs_per_worker: Optional[int] = None  # Jobs after which a worker is replaced, between jobs (no job is affected); None means no limit
     max_worker_memory: Optional[int] = None  # Resident memory, in bytes, past which a worker is replaced between jobs; None means no limit
+    result_queue_size: int = 100  # Accepted for cjm-fasthtml-workers 0.0.5 code: replies travel over a socket here, nothing to bound
+    response_queue_size: int = 10  # Accepted for 0.0.5 code: nothing to bound here
+    result_monitor_poll_interval_seconds: float = 0.5  # Accepted for 0.0.5 code: replies are read as they arrive, nothing polls
 
     def __post_init__(self):
         problems = self.problems()
@@ -81,14 +85,18 @@ def _config_problems(self: WorkerConfig) -> List[str]:
          _number_problem('max_history', self.max_history, 0, allow_none=True, integer=True),
          _number_problem('history_max_age', self.history_max_age, 0, allow_none=True),
          _number_problem('worker_start_timeout', self.worker_start_timeout, 0, strict=True),
-         _number_problem('command_timeout', self.command_timeout, 0, strict=True),
+         _number_problem('reload_timeout', self.reload_timeout, 0, strict=True),
+         _number_problem('unload_timeout', self.unload_timeout, 0, strict=True),
          _number_problem('cancel_grace', self.cancel_grace, 0),
          _number_problem('shutdown_grace', self.shutdown_grace, 0),
          _number_problem('integration_timeout', self.integration_timeout, 0, strict=True),
          _number_problem('max_event_backlog', self.max_event_backlog, 1, integer=True),
          _number_problem('max_event_backlog_bytes', self.max_event_backlog_bytes, 1, integer=True),
          _number_problem('max_jobs_per_worker', self.max_jobs_per_worker, 1, allow_none=True, integer=True),
-         _number_problem('max_worker_memory', self.max_worker_memory, 1, allow_none=True, integer=True)]
+         _number_problem('max_worker_memory', self.max_worker_memory, 1, allow_none=True, integer=True),
+         _number_problem('result_queue_size', self.result_queue_size, 0, integer=True),
+         _number_problem('response_queue_size', self.response_queue_size, 0, integer=True),
+         _number_problem('result_monitor_poll_interval_seconds', self.result_monitor_poll_interval_seconds, 0)]
     if self.start_method not in START_METHODS:
         p.append(f"start_method must be one of {', '.join(START_METHODS)}, got {self.start_method!r}")
     elif self.start_method not in multiprocessing.get_all_start_methods():
@@ -101,6 +109,31 @@ def _config_problems(self: WorkerConfig) -> List[str]:
     return [x for x in p if x]
 
 WorkerConfig.problems = _config_problems
+
+# %% ../../nbs/core/config.ipynb #c0a11a52
+_ALIASES = {'restart_backoff_base_seconds': 'restart_backoff_base', 'restart_backoff_max_seconds': 'restart_backoff_max',
+            'worker_start_timeout_seconds': 'worker_start_timeout', 'reload_timeout_seconds': 'reload_timeout',
+            'unload_timeout_seconds': 'unload_timeout', 'shutdown_timeout_seconds': 'shutdown_grace',
+            'request_queue_size': 'max_queue_size'}
+_TO_SETTING = {'request_queue_size': lambda v: None if v == 0 else v}  # 0.0.5's "0 means unbounded"
+_FROM_SETTING = {'request_queue_size': lambda v: 0 if v is None else v}
+
+def _alias(alias: str, setting: str) -> property:
+    to, back = _TO_SETTING.get(alias, lambda v: v), _FROM_SETTING.get(alias, lambda v: v)
+    return property(lambda self: back(getattr(self, setting)), lambda self, v: setattr(self, setting, to(v)),
+                    doc=f"cjm-fasthtml-workers 0.0.5's name for `{setting}`")
+
+_dataclass_init = WorkerConfig.__init__
+
+def _init_with_aliases(self, *args, **kwargs):
+    for alias, setting in _ALIASES.items():
+        if alias not in kwargs: continue
+        if setting in kwargs: raise TypeError(f"WorkerConfig got both {alias} and {setting}, which are the same setting; give one")
+        kwargs[setting] = _TO_SETTING.get(alias, lambda v: v)(kwargs.pop(alias))
+    _dataclass_init(self, *args, **kwargs)
+
+WorkerConfig.__init__ = _init_with_aliases
+for _a, _s in _ALIASES.items(): setattr(WorkerConfig, _a, _alias(_a, _s))
 
 # %% ../../nbs/core/config.ipynb #1a396a83
 def restart_delay(

@@ -142,4 +142,12 @@ async def _close(self: EventPump,
         await asyncio.wait({task}, timeout=1)
     return len(self.queue)
 
-EventPump._push, EventPump._trim, EventPump._forget, EventPump._run, EventPump.close = _push, _trim, _forget, _run, _close
+def _discard(self: EventPump) -> int:
+    "Drop the queued events and ignore later ones, when no event loop is left to deliver them; returns how many were dropped."
+    self._final = True
+    dropped = len(self.queue)
+    if dropped: logger.warning("%d events not delivered: no event loop is left to deliver them", dropped)
+    self.queue.clear(); self._waiting.clear(); self.bytes = 0
+    return dropped
+
+EventPump._push, EventPump._trim, EventPump._forget, EventPump._run, EventPump.close, EventPump.discard = _push, _trim, _forget, _run, _close, _discard

@@ -6,11 +6,14 @@
 __all__ = ['REQUESTS', 'REPLIES', 'MAX_FRAME', 'ExecuteRequest', 'CancelRequest', 'ReloadRequest', 'UnloadRequest',
            'StateRequest', 'StopRequest', 'ReadyReply', 'ResultReply', 'ChunkReply', 'ProgressReply', 'StateReply',
            'StatsReply', 'ErrorReply', 'join_chunks', 'error_info', 'encode_message', 'FrameDecoder', 'BlockingChannel',
-           'PluginManagerAdapter']
+           'PluginManagerAdapter', 'WorkerRequestType', 'WorkerResponseType', 'WorkerRequest', 'WorkerResponse',
+           'WorkerStreamChunk', 'WorkerResult']
 
 # %% ../../nbs/core/protocol.ipynb #5f5521bd
 import pickle, struct, threading
 from collections import deque
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Protocol, runtime_checkable
 
 # %% ../../nbs/core/protocol.ipynb #3d3ed595
@@ -198,12 +201,12 @@ class BlockingChannel:
 class PluginManagerAdapter(Protocol):
     "What a worker process needs from a plugin manager."
 
-    def discover_plugins(self) -> List[Dict[str, Any]]:
-        "List the available plugins, one dict each with at least 'id' (and optionally 'name', 'streaming')."
+    def discover_plugins(self) -> List[Any]:
+        "List the available plugins: dicts with at least 'id' (optionally 'name', 'streaming'), or objects with a `.name`."
         ...
 
     def load_plugin(self,
-                    plugin_id: str,  # The plugin to load
+                    plugin_id: Any,  # The plugin to load: its id, or (name-keyed managers) the object discovery gave for it
                     config: Optional[Dict[str, Any]] = None,  # Its configuration
                    ) -> None:
         "Load (initialise) a plugin with a configuration."
@@ -241,3 +244,82 @@ class PluginManagerAdapter(Protocol):
                                ) -> bool:  # Whether `execute_plugin_stream` works for it
         "Whether a plugin can stream its output."
         ...
+
+# %% ../../nbs/core/protocol.ipynb #0d5a0002
+class WorkerRequestType(Enum):
+    "What a 0.0.5 worker is asked to do (the `'type'` of a request dict)."
+    INIT = 'init'  # Build the plugin manager and load the configured plugins
+    EXECUTE = 'execute'  # Run a job
+    RELOAD = 'reload'  # Reload a plugin with a new configuration
+    UNLOAD = 'unload'  # Unload a plugin, freeing what it holds
+    GET_STATE = 'get_state'  # Report the worker's state
+    STOP = 'stop'  # End the worker
+
+class WorkerResponseType(Enum):
+    "What a 0.0.5 worker answers (the `'type'` of a response dict)."
+    READY = 'ready'  # Initialised
+    RESULT = 'result'  # A job ended, successfully or not
+    STREAM_CHUNK = 'stream_chunk'  # One piece of a streamed job's output
+    RESPONSE = 'response'  # The answer to a reload or unload
+    STATE = 'state'  # The answer to a state request
+    ERROR = 'error'  # The worker itself failed
+
+# %% ../../nbs/core/protocol.ipynb #0d5a0003
+@dataclass
+class WorkerRequest:
+    "A request to a 0.0.5 worker: its type and the rest of its dict."
+    type: WorkerRequestType  # What is asked
+    data: Dict[str, Any]  # The request's other keys
+
+    def to_dict(self) -> Dict[str, Any]:
+        "The dict that goes on the queue: the type's value under 'type', then the data."
+        return {'type': self.type.value, **self.data}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> 'WorkerRequest':
+        "The request a queue dict holds."
+        return cls(WorkerRequestType(d['type']), {k: v for k, v in d.items() if k != 'type'})
+
+@dataclass
+class WorkerResponse:
+    "A response from a 0.0.5 worker: its type and the rest of its dict."
+    type: WorkerResponseType  # What it answers
+    data: Dict[str, Any]  # The response's other keys
+
+    def to_dict(self) -> Dict[str, Any]:
+        "The dict that goes on the queue."
+        return {'type': self.type.value, **self.data}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> 'WorkerResponse':
+        "The response a queue dict holds."
+        return cls(WorkerResponseType(d['type']), {k: v for k, v in d.items() if k != 'type'})
+
+# %% ../../nbs/core/protocol.ipynb #0d5a0006
+@dataclass
+class WorkerStreamChunk:
+    "One piece of a streamed 0.0.5 job's output."
+    job_id: str  # The job
+    chunk: str  # The piece of output
+    is_final: bool = False  # The empty piece that marks the end of the stream
+    metadata: Optional[Dict[str, Any]] = None  # Anything else about it
+
+    def to_dict(self) -> Dict[str, Any]:
+        "The dict that goes on the queue (metadata `{}` when there is none)."
+        return {'type': WorkerResponseType.STREAM_CHUNK.value, 'job_id': self.job_id, 'chunk': self.chunk,
+                'is_final': self.is_final, 'metadata': self.metadata or {}}
+
+@dataclass
+class WorkerResult:
+    "How a 0.0.5 job ended: 'success' with its data, or 'error' with a message."
+    job_id: str  # The job
+    status: str  # 'success' or 'error'
+    data: Optional[Dict[str, Any]] = None  # The result, on success
+    error: Optional[str] = None  # The message, on failure
+
+    def to_dict(self) -> Dict[str, Any]:
+        "The dict that goes on the queue (`data` and `error` only when set)."
+        d = {'type': WorkerResponseType.RESULT.value, 'job_id': self.job_id, 'status': self.status}
+        if self.data is not None: d['data'] = self.data
+        if self.error is not None: d['error'] = self.error
+        return d

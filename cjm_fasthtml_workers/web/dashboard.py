@@ -172,14 +172,15 @@ def render_event(manager: BaseJobManager,  # The manager
                  prefix: str = '/jobs',  # Where the routes are mounted
                 ) -> List[Any]:  # Out-of-band fragments (may be empty)
     "The fragments that update a dashboard for `event`."
-    t = event.type
-    if t == 'reset': return [job_list(manager, prefix, oob=True), workers_panel(manager, oob=True)]
-    out = []
-    if t.startswith('job:'):
+    if event.type == 'reset': return [job_list(manager, prefix, oob=True), workers_panel(manager, oob=True)]
+    prefix_of_manager = manager.worker_type + ':'
+    if not event.type.startswith(prefix_of_manager): return []  # another manager's event, or the app's own
+    kind, out = event.type[len(prefix_of_manager):], []
+    if not kind.startswith('worker:'):
         job = manager.get_job(event.job_id) if event.job_id else None
-        if t == 'job:created': out.append(job_list(manager, prefix, oob=True))
+        if kind == 'created': out.append(job_list(manager, prefix, oob=True))
         elif job is not None: out.append(job_card(manager, job, prefix, oob=True))
-    if t.startswith('worker:') or t in ('job:started', 'job:completed', 'job:failed', 'job:cancelled', 'job:created'):
+    if kind.startswith('worker:') or kind in ('started', 'completed', 'failed', 'cancelled', 'created'):
         out.append(workers_panel(manager, oob=True))
     return out
 
