@@ -254,7 +254,7 @@ class BaseJobManager(ABC, Generic[JobType]):
         self._req_ids = itertools.count(1)
         self._commands: Dict[int, asyncio.Future] = {}
         self._tasks: set = set()
-        self._id_prefix, self._id_count = secrets.token_hex(4), itertools.count(1)
+        self._id_pool: List[bytes] = []  # random bytes for the next job ids
         self._keys: Dict[str, str] = {}  # job plugin id -> the key its workers know it by (a name-keyed manager's name)
         self._names: Dict[str, str] = {}  # job plugin id -> its display name, from the registry
         self._loop = self._ready = None
@@ -298,8 +298,12 @@ def _last_resort_cleanup(backend, log=logger) -> None:  # (`log` bound now: modu
 # %% ../../nbs/managers/base.ipynb #20303347
 @patch
 def new_job_id(self: BaseJobManager) -> str:
-    "A job id unique within this manager (cheap: a random prefix and a counter)."
-    return f"{self._id_prefix}-{next(self._id_count)}"
+    "A new job id: 24 random hex digits (96 bits), so no one can guess another's job id from their own."
+    pool = self._id_pool
+    if not pool:  # one system call per 512 ids
+        fresh = secrets.token_bytes(12 * 512)
+        pool.extend(fresh[i:i + 12] for i in range(0, len(fresh), 12))
+    return pool.pop().hex()
 
 @patch
 def _spawn(self: BaseJobManager, coro) -> asyncio.Task:
