@@ -11,6 +11,8 @@ Each notebook goes through three steps:
    exported cells removed, `show_doc` cells added and executed into markdown signatures. Only
    `add_links` is left out; `Linker` below links this project's symbols from the repository's own
    `_modidx.py`, so the result does not depend on which nbdev libraries happen to be installed.
+   `show_doc` renders with `apidoc.Renderer` (enums, exceptions, protocols and dataclasses told
+   apart; see docs/apidoc.py) unless settings.ini names a `renderer`.
 3. **Convert** it for its target: `to_markdown` (README) or `to_myst` (Sphinx + myst-nb site).
 
 Nothing here calls `nbdev_proc_nbs`, `nbdev_readme`, `nbdev_docs` or `nbdev.quarto._pre_docs`:
@@ -123,9 +125,23 @@ def execute(nb_path):
 
 def nbdev_process(nb):
     "Apply nbdev's docs processors to the executed notebook `nb` (in place); returns `nb`."
-    from nbdev.processors import FilterDefaults, add_links
+    from nbdev.processors import FilterDefaults, add_links, exec_show_docs
+    import apidoc
+    apidoc.install()
+    apidoc.forget_cells()
+    class _ExecShowDocs(exec_show_docs):
+        def begin(self):
+            super().begin()
+            if not hasattr(self, 'k'): return
+            run = self.k.cell
+            def cell(c, *args, **kwargs):
+                # The classes it defines live in `__main__`, where `inspect` finds no source: apidoc reads them from here.
+                apidoc.remember_cell(c.source)
+                return run(c, *args, **kwargs)
+            self.k.cell = cell
     class _Procs(FilterDefaults):
-        def base_procs(self): return [p for p in super().base_procs() if p is not add_links]
+        def base_procs(self):
+            return [_ExecShowDocs if p is exec_show_docs else p for p in super().base_procs() if p is not add_links]
     try:
         with warnings.catch_warnings(record=True) as caught: _Procs()(nb)
         for w in caught:
@@ -367,11 +383,19 @@ def docstring_sections(md):
     return '\n'.join(out)
 
 
+_re_sig_fence = re.compile(r'^(`{3,})python[ \t]*\n', re.MULTILINE)
+_re_table = re.compile(r'^(?:\|.*\|[ \t]*(?:\n|$))+', re.MULTILINE)
+
+
 def _showdoc_md(md):
     """Markdown a cell prints with `#| output: asis` (what `show_doc` cells are), for MyST: nbdev's
     anchor (`#name.lower()`, which `_modidx.py` links to) before each heading, rules as HTML (docutils
-    refuses a transition at the start or end of a section) and docstring sections as lists."""
+    refuses a transition at the start or end of a section), docstring sections as lists, and the
+    signature block and tables (an enum's members) with the classes `showdoc-sig` and `showdoc-table`."""
     md = _re_rule.sub('<hr class="showdoc-rule">', md)
+    # The signature, as a block the stylesheet and the site check can tell from example code.
+    md = _re_sig_fence.sub(lambda m: f"{m.group(1)}{{code-block}} python\n:class: showdoc-sig\n", md, count=1)
+    md = _re_table.sub(lambda m: f"```{{table}}\n:class: showdoc-table\n{m.group(0).rstrip()}\n```\n", md)
     md = _re_heading.sub(lambda m: f'<div id="{m.group(2).strip("`").lower()}"></div>\n\n{m.group(0)}', md)
     return docstring_sections(md)
 
