@@ -115,6 +115,7 @@ def execute(nb_path):
                 shell.cell(cell)
                 if shell.exc:
                     raise NotebookError(shell.prettytb(fname=nb_path.relative_to(ROOT)))
+        end_pending_tasks()
     finally:
         if old_in_test is None: os.environ.pop('IN_TEST', None)
         else: os.environ['IN_TEST'] = old_in_test
@@ -122,6 +123,19 @@ def execute(nb_path):
 
 
 # ---------------------------------------------------------------- 2. process
+
+def end_pending_tasks():
+    """Cancel what is still pending on the event loop the notebook shells share (IPython's), as
+    `asyncio.run` does when it returns. An example that never shuts an object down leaves its tasks
+    there; left alone they are destroyed at exit with "Task was destroyed but it is pending!"."""
+    import asyncio
+    from IPython.core.async_helpers import get_asyncio_loop
+    loop = get_asyncio_loop()
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in tasks: t.cancel()
+    if tasks: loop.run_until_complete(asyncio.wait(tasks, timeout=10))  # bounded: a task may ignore the cancel
+    loop.run_until_complete(loop.shutdown_asyncgens())
+
 
 def nbdev_process(nb):
     "Apply nbdev's docs processors to the executed notebook `nb` (in place); returns `nb`."
@@ -139,6 +153,9 @@ def nbdev_process(nb):
                 apidoc.remember_cell(c.source)
                 return run(c, *args, **kwargs)
             self.k.cell = cell
+        def end(self):
+            super().end()
+            end_pending_tasks()
     class _Procs(FilterDefaults):
         def base_procs(self):
             return [_ExecShowDocs if p is exec_show_docs else p for p in super().base_procs() if p is not add_links]
