@@ -1,11 +1,12 @@
-"""How docs/nbproc.py renders `show_doc` entries (docs/apidoc.py), on a small notebook made here.
+"""How docs/nbproc.py renders `show_doc` entries (docs/apidoc.py), and what docs/check_examples.py
+finds, on a small notebook made here.
 
 Each kind of class the package documents is in it: an enum with comments beside its members, an
 exception, a `Protocol` with an attribute, a plain base class with a class attribute, a dataclass and a
 NamedTuple with commented fields, a function with a long signature, and methods attached with
 fastcore's `@patch`. Needs nbdev (the dev extra); skipped without it.
 """
-import json, sys
+import json, os, sys
 from pathlib import Path
 import pytest
 
@@ -44,17 +45,23 @@ CELLS = [
 
 
 @pytest.fixture(scope='module')
-def page(tmp_path_factory):
-    "The rendered markdown of the notebook's `show_doc` entries, one string per entry, by heading."
-    d = tmp_path_factory.mktemp('nb')
+def nb_path(tmp_path_factory):
     nb = {'cells': [dict(cell_type=k, metadata={}, source=s, **({'outputs': [], 'execution_count': None} if k == 'code' else {}))
                     for k, s in CELLS],
           'metadata': {'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}},
           'nbformat': 4, 'nbformat_minor': 5}
-    path = d / 'render.ipynb'
+    path = tmp_path_factory.mktemp('nb') / 'render.ipynb'
     path.write_text(json.dumps(nb))
+    return path
+
+
+@pytest.fixture(scope='module')
+def page(nb_path):
+    "The rendered markdown of the notebook's `show_doc` entries, one string per entry, by heading."
+    cwd = os.getcwd()
     nbproc.in_root()
-    out = nbproc.to_myst(nbproc.run(path), 'render', ['render'])
+    try: out = nbproc.to_myst(nbproc.run(nb_path), 'render', ['render'])
+    finally: os.chdir(cwd)
     entries = {}
     for c in out['cells']:
         if c['cell_type'] == 'markdown' and 'showdoc-rule' in c['source']:
@@ -107,3 +114,10 @@ def test_patched_method_renders_under_its_class(page):
     assert '<div id="pool.grow"></div>' in md
     assert 'def grow(\n    by:int=1,  # How many to add\n)->int:  # The new size' in md
     assert '*Add room for `by` more.*' in md
+
+
+def test_check_examples_lists_names_without_example(nb_path):
+    import check_examples
+    names, missing = check_examples.check_page(nb_path)
+    assert names == ['Colour', 'LostError', 'Handle', 'Base', 'Settings', 'Message', 'configure', 'Pool']
+    assert missing == names[:-1]  # only `Pool(2).grow(3)` is an example; `grow` is a method, not a name
