@@ -139,7 +139,7 @@ def end_pending_tasks():
 
 def nbdev_process(nb):
     "Apply nbdev's docs processors to the executed notebook `nb` (in place); returns `nb`."
-    from nbdev.processors import FilterDefaults, add_links, exec_show_docs
+    from nbdev.processors import FilterDefaults, add_links, add_show_docs, exec_show_docs
     import apidoc
     apidoc.install()
     apidoc.forget_cells()
@@ -156,9 +156,20 @@ def nbdev_process(nb):
         def end(self):
             super().end()
             end_pending_tasks()
+    class _AddShowDocs(add_show_docs):
+        def begin(self):
+            super().begin()
+            # nbdev inserts the `show_doc` cells of a cell's definitions one by one right after the cell,
+            # which lists them last to first: put each such run back in the order of the source.
+            cells, i = self.nb.cells, 0
+            while i < len(cells):
+                j = i
+                while j < len(cells) and getattr(cells[j], 'has_sd', False): j += 1
+                if j > i + 1: cells[i:j] = cells[i:j][::-1]
+                i = max(j, i + 1)
+    swap = {exec_show_docs: _ExecShowDocs, add_show_docs: _AddShowDocs}
     class _Procs(FilterDefaults):
-        def base_procs(self):
-            return [_ExecShowDocs if p is exec_show_docs else p for p in super().base_procs() if p is not add_links]
+        def base_procs(self): return [swap.get(p, p) for p in super().base_procs() if p is not add_links]
     try:
         with warnings.catch_warnings(record=True) as caught: _Procs()(nb)
         for w in caught:

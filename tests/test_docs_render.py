@@ -3,8 +3,9 @@ finds, on a small notebook made here.
 
 Each kind of class the package documents is in it: an enum with comments beside its members, an
 exception, a `Protocol` with an attribute, a plain base class with a class attribute, a dataclass and a
-NamedTuple with commented fields, a function with a long signature, and methods attached with
-fastcore's `@patch`. Needs nbdev (the dev extra); skipped without it.
+NamedTuple with commented fields, a function with a long signature, methods attached with fastcore's
+`@patch`, and two functions in one cell (their entries keep the source's order). Needs nbdev (the
+dev extra); skipped without it.
 """
 import json, os, sys
 from pathlib import Path
@@ -41,6 +42,7 @@ CELLS = [
     ('code', '#| export\n@patch\ndef grow(self: Pool,\n         by: int = 1,  # How many to add\n        ) -> int:  # The new size\n'
              '    "Add room for `by` more."\n    self.size += by\n    return self.size'),
     ('code', 'Pool(2).grow(3)'),
+    ('code', '#| export\ndef first():\n    "The first."\n\ndef second():\n    "The second."'),
 ]
 
 
@@ -116,8 +118,13 @@ def test_patched_method_renders_under_its_class(page):
     assert '*Add room for `by` more.*' in md
 
 
+def test_entries_of_one_cell_in_source_order(page):
+    names = list(page)
+    assert names.index('first') + 1 == names.index('second')
+
+
 def test_check_examples_lists_names_without_example(nb_path):
     import check_examples
     names, missing = check_examples.check_page(nb_path)
-    assert names == ['Colour', 'LostError', 'Handle', 'Base', 'Settings', 'Message', 'configure', 'Pool']
-    assert missing == names[:-1]  # only `Pool(2).grow(3)` is an example; `grow` is a method, not a name
+    assert names == ['Colour', 'LostError', 'Handle', 'Base', 'Settings', 'Message', 'configure', 'Pool', 'first', 'second']
+    assert missing == [n for n in names if n != 'Pool']  # only `Pool(2).grow(3)` is an example; `grow` is a method
