@@ -59,8 +59,8 @@ def setup(app):
                 text = html.unescape(tags.sub('', code))
                 indent = len(text) - len(text.lstrip(' '))
                 # The indentation stays in the text (copied code keeps it) but takes no room: the padding
-                # draws it, capped so that a deep one still leaves room on a phone. The newline is hidden,
-                # since the end of a block already ends the line when the code is copied.
+                # draws it, capped so that a deep one still leaves room on a phone. The stylesheet hides
+                # the newline of a line with code, since the end of its block already ends it.
                 code = lead.sub(lambda m: f'<span class="ind">{m.group(0)}</span>', code)
                 cls = 'cl' if text.strip() else 'cl blank'
                 yield 1, f'<span class="{cls}" style="--indent:{indent}">{code}<span class="nl">\n</span></span>'
