@@ -60,10 +60,13 @@ def nb_path(tmp_path_factory):
 @pytest.fixture(scope='module')
 def page(nb_path):
     "The rendered markdown of the notebook's `show_doc` entries, one string per entry, by heading."
-    cwd = os.getcwd()
+    # The notebook shells (IPython) take over `__main__` and the display and exception hooks: give them back.
+    cwd, saved = os.getcwd(), (sys.modules['__main__'], sys.displayhook, sys.excepthook)
     nbproc.in_root()
     try: out = nbproc.to_myst(nbproc.run(nb_path), 'render', ['render'])
-    finally: os.chdir(cwd)
+    finally:
+        os.chdir(cwd)
+        sys.modules['__main__'], sys.displayhook, sys.excepthook = saved
     entries = {}
     for c in out['cells']:
         if c['cell_type'] == 'markdown' and 'showdoc-rule' in c['source']:
