@@ -125,7 +125,15 @@ def class_doc(cls, nbdev_doc):
 
 # ---------------------------------------------------------------- formatting pieces
 
-_re_qual = re.compile(r'\b[A-Za-z_][\w.]*\.(?=[A-Za-z_]\w*)')
+_re_dotted = re.compile(r'\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+')
+
+
+def _unqualify(m):
+    "A dotted name without the longest prefix that is a module (`datetime.datetime` -> `datetime`, `m.Outer.Inner` -> `Outer.Inner`)."
+    parts = m.group(0).split('.')
+    for i in range(len(parts) - 1, 0, -1):
+        if '.'.join(parts[:i]) in sys.modules: return '.'.join(parts[i:])
+    return m.group(0)
 
 
 def fmt_anno(a):
@@ -134,8 +142,8 @@ def fmt_anno(a):
     if isinstance(a, str): return a
     if isinstance(a, type) and not getattr(a, '__args__', None): return a.__qualname__
     s = re.sub(r"ForwardRef\('([^']*)'\)", r'\1', repr(a))
-    # Drop `typing.`, `datetime.`, `cjm_fasthtml_workers.core.config.`: prefixes that are module names.
-    return _re_qual.sub(lambda m: '' if m.group(0)[:-1] in sys.modules else m.group(0), s)
+    s = re.sub(r'\bNoneType\b', 'None', re.sub(r'~(\w)', r'\1', s))  # typing's reprs of None and of a TypeVar
+    return _re_dotted.sub(_unqualify, s)
 
 
 def fmt_value(v, field=None):
@@ -149,7 +157,7 @@ def fmt_value(v, field=None):
 
 def _bases(cls):
     "The bases as the class statement wrote them (`Generic[T]` included), without `object`."
-    bases = [b for b in getattr(cls, '__orig_bases__', cls.__bases__) if b is not object]
+    bases = [b for b in cls.__dict__.get('__orig_bases__', cls.__bases__) if b is not object]  # its own, not a parent's
     return ', '.join(b.__name__ if inspect.isfunction(b) else fmt_anno(b) for b in bases)
 
 
