@@ -16,7 +16,7 @@ heading, code block, docstring) and changes the code block:
 Class sources come from `inspect` when the class lives in a file, otherwise from the cells the docs
 shell ran (`remember_cell`).
 """
-import ast, dataclasses, enum, inspect, io, re, sys, tokenize
+import ast, dataclasses, enum, inspect, io, re, sys, textwrap, tokenize
 from nbdev.showdoc import BasicMarkdownRenderer
 from nbdev.doclinks import NbdevLookup
 from fastcore.docments import docments
@@ -64,7 +64,6 @@ def class_body(cls):
     source or None, comment or None), read from its source. Empty when the source is unknown."""
     src = class_source(cls)
     if not src: return []
-    import textwrap
     src = textwrap.dedent(src)
     try: tree = ast.parse(src)
     except SyntaxError: return []
@@ -96,7 +95,8 @@ _MACHINERY = {'typing', 'typing_extensions'}
 
 
 def own_constructor(cls):
-    "Whether calling `cls` runs a Python `__init__`/`__new__` written for it or a class of its kind (not object's, Exception's or Protocol's)."
+    """Whether calling `cls` runs a Python `__init__`/`__new__` written for it or for a class of its
+    kind, rather than `object`'s, `Exception`'s or `Protocol`'s."""
     for k in cls.__mro__:
         if k is object: return False
         for name in ('__init__', '__new__'):
@@ -116,7 +116,8 @@ def _stdlib(mod): return (mod or '').split('.')[0] in sys.stdlib_module_names
 
 
 def class_doc(cls, nbdev_doc):
-    "nbdev's docstring for `cls`, unless `cls` has none and it is a standard library base's (`Unspecified run-time error.`)."
+    """nbdev's docstring for `cls`, unless `cls` has none of its own and that one is a standard
+    library base's (`Unspecified run-time error.` for a bare `RuntimeError` subclass)."""
     if cls.__dict__.get('__doc__') is None:
         for k in cls.__mro__[1:]:
             if k.__dict__.get('__doc__'): return '' if _stdlib(k.__module__) else nbdev_doc
@@ -129,7 +130,7 @@ _re_dotted = re.compile(r'\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+')
 
 
 def _unqualify(m):
-    "A dotted name without the longest prefix that is a module (`datetime.datetime` -> `datetime`, `m.Outer.Inner` -> `Outer.Inner`)."
+    "A dotted name without its longest prefix that is a module (`datetime.datetime`, `mod.Outer.Inner`)."
     parts = m.group(0).split('.')
     for i in range(len(parts) - 1, 0, -1):
         if '.'.join(parts[:i]) in sys.modules: return '.'.join(parts[i:])
