@@ -148,9 +148,13 @@ def test_nothing_scrolls_sideways(browser, width):
     browser.cmd('POST', '/window/rect', {'width': width, 'height': 900})
     assert browser.js('return window.innerWidth') == width
     problems = {}
+    from test_browser import wait_for
     for page in PAGES:
-        browser.get((HTML / f'{page}.html').as_uri())
-        assert browser.js("return document.querySelectorAll('article pre').length") > 0, page
+        url = (HTML / f'{page}.html').as_uri()
+        browser.get(url)
+        # The navigation can return before the new document is there (seen with file:// pages).
+        wait_for(lambda: browser.js("return location.href === arguments[0] && document.readyState === 'complete'"
+                                    " && document.querySelectorAll('article pre').length", url), 15, f'{page} to load')
         over = browser.js(OVERFLOW_JS)
         if over: problems[page] = over
     assert not problems, f"horizontal overflow at {width} px: {problems}"
