@@ -2,6 +2,7 @@
 
     python docs/build_docs.py              # then open _build/html/index.html
     python docs/build_docs.py --jobs 1     # execute the notebooks one at a time
+    python docs/build_docs.py --check      # then check a few built pages (tests/test_docs_site.py)
 
 No Quarto needed (`nbdev_docs` remains the way to build the Quarto site). Steps:
 
@@ -13,7 +14,8 @@ No Quarto needed (`nbdev_docs` remains the way to build the Quarto site). Steps:
 3. Sphinx (myst-nb, furo theme, configuration in docs/conf.py) renders `_build/src` into
    `_build/html` with `-W`: any warning fails the build.
 
-Exit status: 0 on success, 1 if a notebook failed or Sphinx reported a warning or error.
+Exit status: 0 on success, 1 if a notebook failed, Sphinx reported a warning or error, or (with
+`--check`) the built site failed tests/test_docs_site.py.
 Environment: `DOCS_NB_TIMEOUT` (seconds per notebook, default 600).
 """
 import argparse, json, os, re, shutil, signal, subprocess, sys, time
@@ -89,6 +91,7 @@ def build_page(nb, page, pages, timeout):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--jobs', type=int, default=min(4, os.cpu_count() or 1), help='notebooks executed in parallel')
+    ap.add_argument('--check', action='store_true', help='then run tests/test_docs_site.py on the built site (needs pytest, Chromium)')
     args = ap.parse_args(argv)
     nbproc.in_root()
     nbs = nbproc.notebooks()
@@ -124,6 +127,13 @@ def main(argv=None):
         print(f"\nDocs build failed: sphinx-build exited with {r.returncode}", file=sys.stderr)
         return 1
     print(f"Built {len(pages)} pages: {(HTML/'index.html').relative_to(nbproc.ROOT)}")
+    if args.check:
+        print("Checking the built site (tests/test_docs_site.py)")
+        r = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'tests/test_docs_site.py'],
+                           cwd=nbproc.ROOT, stdin=subprocess.DEVNULL)
+        if r.returncode:
+            print("\nThe built site failed its checks", file=sys.stderr)
+            return 1
     return 0
 
 

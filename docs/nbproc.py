@@ -11,6 +11,8 @@ Each notebook goes through three steps:
    exported cells removed, `show_doc` cells added and executed into markdown signatures. Only
    `add_links` is left out; `Linker` below links this project's symbols from the repository's own
    `_modidx.py`, so the result does not depend on which nbdev libraries happen to be installed.
+   `show_doc` renders with `apidoc.Renderer` (enums, exceptions, protocols and dataclasses told
+   apart; see docs/apidoc.py) unless settings.ini names a `renderer`.
 3. **Convert** it for its target: `to_markdown` (README) or `to_myst` (Sphinx + myst-nb site).
 
 Nothing here calls `nbdev_proc_nbs`, `nbdev_readme`, `nbdev_docs` or `nbdev.quarto._pre_docs`:
@@ -113,6 +115,7 @@ def execute(nb_path):
                 shell.cell(cell)
                 if shell.exc:
                     raise NotebookError(shell.prettytb(fname=nb_path.relative_to(ROOT)))
+        end_pending_tasks()
     finally:
         if old_in_test is None: os.environ.pop('IN_TEST', None)
         else: os.environ['IN_TEST'] = old_in_test
@@ -121,11 +124,52 @@ def execute(nb_path):
 
 # ---------------------------------------------------------------- 2. process
 
+def end_pending_tasks():
+    """Cancel what is still pending on the event loop the notebook shells share (IPython's), as
+    `asyncio.run` does when it returns. An example that never shuts an object down leaves its tasks
+    there; left alone they are destroyed at exit with "Task was destroyed but it is pending!"."""
+    import asyncio
+    from IPython.core.async_helpers import get_asyncio_loop
+    loop = get_asyncio_loop()
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in tasks: t.cancel()
+    if tasks: loop.run_until_complete(asyncio.wait(tasks, timeout=10))  # bounded: a task may ignore the cancel
+    loop.run_until_complete(loop.shutdown_asyncgens())
+
+
 def nbdev_process(nb):
     "Apply nbdev's docs processors to the executed notebook `nb` (in place); returns `nb`."
-    from nbdev.processors import FilterDefaults, add_links
+    from nbdev.processors import FilterDefaults, add_links, add_show_docs, exec_show_docs
+    import apidoc
+    apidoc.install()
+    apidoc.forget_cells()
+    class _ExecShowDocs(exec_show_docs):
+        def begin(self):
+            super().begin()
+            if not hasattr(self, 'k'): return
+            run = self.k.cell
+            def cell(c, *args, **kwargs):
+                # The classes it defines live in `__main__`, where `inspect` finds no source: apidoc reads them from here.
+                apidoc.remember_cell(c.source)
+                return run(c, *args, **kwargs)
+            self.k.cell = cell
+        def end(self):
+            super().end()
+            end_pending_tasks()
+    class _AddShowDocs(add_show_docs):
+        def begin(self):
+            super().begin()
+            # nbdev inserts the `show_doc` cells of a cell's definitions one by one right after the cell,
+            # which lists them last to first: put each such run back in the order of the source.
+            cells, i = self.nb.cells, 0
+            while i < len(cells):
+                j = i
+                while j < len(cells) and getattr(cells[j], 'has_sd', False): j += 1
+                if j > i + 1: cells[i:j] = cells[i:j][::-1]
+                i = max(j, i + 1)
+    swap = {exec_show_docs: _ExecShowDocs, add_show_docs: _AddShowDocs}
     class _Procs(FilterDefaults):
-        def base_procs(self): return [p for p in super().base_procs() if p is not add_links]
+        def base_procs(self): return [swap.get(p, p) for p in super().base_procs() if p is not add_links]
     try:
         with warnings.catch_warnings(record=True) as caught: _Procs()(nb)
         for w in caught:
@@ -367,11 +411,19 @@ def docstring_sections(md):
     return '\n'.join(out)
 
 
+_re_sig_fence = re.compile(r'^(`{3,})python[ \t]*\n', re.MULTILINE)
+_re_table = re.compile(r'^(?:\|.*\|[ \t]*(?:\n|$))+', re.MULTILINE)
+
+
 def _showdoc_md(md):
     """Markdown a cell prints with `#| output: asis` (what `show_doc` cells are), for MyST: nbdev's
     anchor (`#name.lower()`, which `_modidx.py` links to) before each heading, rules as HTML (docutils
-    refuses a transition at the start or end of a section) and docstring sections as lists."""
+    refuses a transition at the start or end of a section), docstring sections as lists, and the
+    signature block and tables (an enum's members) with the classes `showdoc-sig` and `showdoc-table`."""
     md = _re_rule.sub('<hr class="showdoc-rule">', md)
+    # The signature, as a block the stylesheet and the site check can tell from example code.
+    md = _re_sig_fence.sub(lambda m: f"{m.group(1)}{{code-block}} python\n:class: showdoc-sig\n", md, count=1)
+    md = _re_table.sub(lambda m: f"```{{table}}\n:class: showdoc-table\n{m.group(0).rstrip()}\n```\n", md)
     md = _re_heading.sub(lambda m: f'<div id="{m.group(2).strip("`").lower()}"></div>\n\n{m.group(0)}', md)
     return docstring_sections(md)
 
