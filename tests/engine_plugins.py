@@ -1,6 +1,8 @@
 """Worker entry points and plugins used only by the tests (importable by spawned workers)."""
 import os, signal, threading, time
+from dataclasses import dataclass
 from cjm_fasthtml_workers.core.adapters import Plugin
+from cjm_fasthtml_workers.managers.base import BaseJob, JobManager
 from cjm_fasthtml_workers.demo.plugins import demo_plugins
 
 
@@ -97,4 +99,42 @@ def reliability_plugins():
     for name, fn in [('with-child', with_child), ('size', size), ('pid', worker_pid), ('rss', resident_bytes),
                      ('leak', leak), ('oom', out_of_memory), ('flood', flood)]:
         plugins.add(name, fn)
+    return plugins
+
+
+def flaky(path: str, fail_times: int = 1, **_):
+    "Fails its first `fail_times` runs (counted in a file), then returns how many runs it took."
+    n = (int(open(path).read()) if os.path.exists(path) else 0) + 1
+    with open(path, 'w') as f: f.write(str(n))
+    if n <= fail_times: raise RuntimeError(f"failure {n}")
+    return n
+
+
+def permanent(**_):
+    from cjm_fasthtml_workers.core.worker import PermanentError
+    raise PermanentError("this input can never work")
+
+
+class FlakyPlugin(Plugin):
+    "A plugin that says its jobs may be retried twice."
+    max_retries, retry_backoff = 2, 0.01
+    def execute(self, path: str, fail_times: int = 1, **_): return flaky(path, fail_times)
+
+
+
+@dataclass(eq=False)
+class Transcript(BaseJob):
+    "A job subclass with a field of its own (importable, so a store can rebuild it)."
+    filename: str = ''
+
+
+class TranscriptManager(JobManager):
+    def create_job(self, plugin_id, filename='', **kwargs):
+        return Transcript(self.new_job_id(), plugin_id, params=kwargs, filename=filename)
+    def prepare_execute_request(self, job): return {'text': job.filename}
+
+
+def store_plugins():
+    plugins = reliability_plugins()
+    plugins.add('flaky', flaky).add('permanent', permanent).add('flaky-plugin', FlakyPlugin)
     return plugins

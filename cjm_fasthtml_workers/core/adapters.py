@@ -16,6 +16,8 @@ from .protocol import PluginManagerAdapter
 class Plugin:
     "Base class for a plugin that keeps state loaded across jobs in a worker process."
     name: Optional[str] = None  # Display name; defaults to the plugin id
+    max_retries: Optional[int] = None  # Times a failed job of this plugin is tried again; None: the manager's `WorkerConfig.max_retries`
+    retry_backoff: Optional[float] = None  # Seconds before its first retry; None: `WorkerConfig.retry_backoff`
 
     def initialize(self,
                    config: Dict[str, Any],  # The plugin's configuration
@@ -46,13 +48,15 @@ class PluginSet:
     def __init__(self,
                  plugins: Optional[Mapping[str, Any]] = None,  # Plugin id -> function, Plugin subclass or Plugin instance
                 ):
-        self._specs, self._loaded = {}, {}
+        self._specs, self._loaded, self._retries = {}, {}, {}
         for plugin_id, spec in (plugins or {}).items(): self.add(plugin_id, spec)
 
     def add(self,
             plugin_id: str,  # Unique id of the plugin
             spec: Any,  # A function, a generator function, a `Plugin` subclass or a `Plugin` instance
             name: Optional[str] = None,  # Display name
+            max_retries: Optional[int] = None,  # Times its failed jobs are tried again (default: a Plugin class's own, else the manager's)
+            retry_backoff: Optional[float] = None,  # Seconds before the first retry (default: likewise)
            ) -> 'PluginSet':
         "Register one plugin; returns the set so calls can be chained."
         if not isinstance(plugin_id, str) or not plugin_id:
@@ -63,6 +67,9 @@ class PluginSet:
         else: raise TypeError(f"plugin {plugin_id!r} must be a function, a Plugin subclass or a Plugin instance, got {type(spec).__name__}")
         display = name or getattr(target, 'name', None) or plugin_id
         self._specs[plugin_id] = (make, display, callable(getattr(target, 'execute_stream', None)))
+        retries = {'max_retries': getattr(target, 'max_retries', None) if max_retries is None else max_retries,
+                   'retry_backoff': getattr(target, 'retry_backoff', None) if retry_backoff is None else retry_backoff}
+        self._retries[plugin_id] = {k: v for k, v in retries.items() if v is not None}
         return self
 
 # %% ../../nbs/core/adapters.ipynb #059f177c
@@ -78,8 +85,8 @@ def _instance(self: PluginSet, plugin_id: str) -> Plugin:
 
 @patch
 def discover_plugins(self: PluginSet) -> List[Dict[str, Any]]:
-    "One dict per plugin: 'id', 'name' and 'streaming'."
-    return [{'id': plugin_id, 'name': name, 'streaming': streaming}
+    "One dict per plugin: 'id', 'name' and 'streaming' (and 'max_retries', 'retry_backoff' when the plugin sets them)."
+    return [{'id': plugin_id, 'name': name, 'streaming': streaming, **self._retries[plugin_id]}
             for plugin_id, (_, name, streaming) in self._specs.items()]
 
 @patch

@@ -61,6 +61,9 @@ class WorkerConfig:
     max_event_backlog_bytes: int = 64 * 2**20  # Bytes of events waiting for the broadcaster (streamed text counts its length)
     max_jobs_per_worker: Optional[int] = None  # Jobs after which a worker is replaced, between jobs (no job is affected); None means no limit
     max_worker_memory: Optional[int] = None  # Resident memory, in bytes, past which a worker is replaced between jobs; None means no limit
+    max_retries: int = 0  # Times a failed job is tried again (a plugin exception, a timeout, its worker's crash; never a cancel); a plugin or `start_job` may say otherwise
+    retry_backoff: float = 1.0  # Seconds before the first retry; each later one waits twice as long (at most 5 minutes)
+    interrupted_jobs: str = 'fail'  # Jobs a durable store says were running when the manager stopped: 'fail' them, or 'requeue' them
     result_queue_size: int = 100  # Accepted for cjm-fasthtml-workers 0.0.5 code: replies travel over a socket here, nothing to bound
     response_queue_size: int = 10  # Accepted for 0.0.5 code: nothing to bound here
     result_monitor_poll_interval_seconds: float = 0.5  # Accepted for 0.0.5 code: replies are read as they arrive, nothing polls
@@ -94,9 +97,13 @@ def _config_problems(self: WorkerConfig) -> List[str]:
          _number_problem('max_event_backlog_bytes', self.max_event_backlog_bytes, 1, integer=True),
          _number_problem('max_jobs_per_worker', self.max_jobs_per_worker, 1, allow_none=True, integer=True),
          _number_problem('max_worker_memory', self.max_worker_memory, 1, allow_none=True, integer=True),
+         _number_problem('max_retries', self.max_retries, 0, integer=True),
+         _number_problem('retry_backoff', self.retry_backoff, 0),
          _number_problem('result_queue_size', self.result_queue_size, 0, integer=True),
          _number_problem('response_queue_size', self.response_queue_size, 0, integer=True),
          _number_problem('result_monitor_poll_interval_seconds', self.result_monitor_poll_interval_seconds, 0)]
+    if self.interrupted_jobs not in ('fail', 'requeue'):
+        p.append(f"interrupted_jobs must be 'fail' or 'requeue', got {self.interrupted_jobs!r}")
     if self.start_method not in START_METHODS:
         p.append(f"start_method must be one of {', '.join(START_METHODS)}, got {self.start_method!r}")
     elif self.start_method not in multiprocessing.get_all_start_methods():

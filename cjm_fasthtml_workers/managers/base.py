@@ -8,12 +8,12 @@ __all__ = ['logger', 'TERMINAL_STATUSES', 'JobType', 'PARAMS_KEPT_BYTES', 'MANAG
            'summarize_params', 'JobManager']
 
 # %% ../../nbs/managers/base.ipynb #7c5a4c60
-import asyncio, heapq, itertools, logging, pickle, queue, secrets, select, sys, threading, time
+import asyncio, functools, heapq, importlib, itertools, logging, pickle, queue, secrets, select, sys, threading, time
 from multiprocessing import util as mp_util
 from abc import ABC, abstractmethod
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timezone, timedelta
 from enum import Enum
 from typing import Any, AsyncIterator, Callable, Dict, Generic, List, Mapping, Optional, Sequence, Tuple, TypeVar
@@ -25,6 +25,7 @@ from ..core.protocol import (
     ReadyReply, ResultReply, ChunkReply, ProgressReply, StateReply, StatsReply, ErrorReply, join_chunks)
 from ..core.backend import ProcessBackend, describe_exit
 from ..core.events import EventPump
+from ..core.store import JobStore, MemoryJobStore, StoreError
 from ..extensions.protocols import (
     PluginRegistryProtocol, ResourceManagerProtocol, EventBroadcasterProtocol, check_protocol)
 
@@ -72,6 +73,9 @@ class BaseJob:
     chunks: List[Any] = field(default_factory=list)  # Streamed output received so far (joined into `result` once it completes)
     streamed: bool = False  # The plugin streamed its output
     timeout: Optional[float] = None  # Seconds this job may run; None uses `WorkerConfig.job_timeout`
+    max_retries: Optional[int] = None  # Times it is tried again after a failure (set by `start_job` from its argument, the plugin or the config)
+    retry_backoff: Optional[float] = None  # Seconds before its first retry (doubling for each later one)
+    attempts: List[Dict[str, Any]] = field(default_factory=list)  # One entry per failed attempt that was retried: 'attempt', 'error', times, 'worker_pid'
 
     def __post_init__(self):
         if not isinstance(self.status, JobStatus):
@@ -92,13 +96,21 @@ class BaseJob:
         return {'job_id': self.id, 'plugin_id': self.plugin_id, 'status': self.status.value, 'priority': self.priority,
                 'created_at': iso(self.created_at), 'started_at': iso(self.started_at), 'completed_at': iso(self.completed_at),
                 'worker_pid': self.worker_pid, 'progress': self.progress, 'progress_message': self.progress_message,
-                'error': self.error, 'owner': self.owner}
+                'error': self.error, 'owner': self.owner, 'attempts': len(self.attempts)}
 
 def _parse_time(text: str, name: str) -> datetime:
     "An ISO time (0.0.5 kept them as strings), as an aware datetime (UTC when it names no zone)."
     try: t = datetime.fromisoformat(text)
     except ValueError: raise ValueError(f"{name} must be a datetime or an ISO 8601 string, got {text!r}") from None
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+# %% ../../nbs/managers/base.ipynb #b10c0001
+_BASE_JOB_FIELDS = frozenset(f.name for f in fields(BaseJob))
+
+@functools.lru_cache(maxsize=None)
+def _extra_fields(cls: type) -> Tuple[str, ...]:
+    "The fields a job class adds to BaseJob's (a durable store keeps them with the job)."
+    return tuple(f.name for f in fields(cls) if f.name not in _BASE_JOB_FIELDS) if is_dataclass(cls) else ()
 
 # %% ../../nbs/managers/base.ipynb #4896f77a
 class UnknownPluginError(ValueError):
@@ -223,6 +235,7 @@ class BaseJobManager(ABC, Generic[JobType]):
                  resource_manager: Optional[ResourceManagerProtocol] = None,  # Optional: told about every worker
                  event_broadcaster: Optional[EventBroadcasterProtocol] = None,  # Optional: receives every event
                  worker_backend: Any = None,  # Optional: a WorkerBackend hosting workers elsewhere; default local processes
+                 job_store: Optional[JobStore] = None,  # Optional: where job records live; default memory only (`core.store`)
                 ):
         if not isinstance(worker_type, str) or not worker_type:
             raise ValueError(f"worker_type must be a non-empty string, got {worker_type!r}")
@@ -233,6 +246,10 @@ class BaseJobManager(ABC, Generic[JobType]):
         self.plugin_registry = None if plugin_registry is None else check_protocol(plugin_registry, PluginRegistryProtocol, 'plugin_registry')
         self.resource_manager = None if resource_manager is None else check_protocol(resource_manager, ResourceManagerProtocol, 'resource_manager')
         self.event_broadcaster = None if event_broadcaster is None else check_protocol(event_broadcaster, EventBroadcasterProtocol, 'event_broadcaster')
+        if job_store is not None and not isinstance(job_store, JobStore):
+            raise TypeError(f"job_store must be a JobStore (a MemoryJobStore or SQLiteJobStore of core.store), got {type(job_store).__name__}")
+        self.store = job_store or MemoryJobStore()
+        self._store = self.store if self.store.durable else None  # None: nothing to write, and nothing in the hot paths
         self.backend = worker_backend or ProcessBackend(self.config.start_method)
         self._jobs: Dict[str, BaseJob] = {}
         self._queue: list = []  # heap of (-priority, seq, job); cancelled entries are skipped when popped
@@ -270,8 +287,14 @@ class BaseJobManager(ABC, Generic[JobType]):
                              'progress': f'{wt}:progress', 'chunk': f'{wt}:chunk'}
         self._resource_calls = _IntegrationThread('resource_manager', self.config.max_event_backlog)
         self._registry_calls = _IntegrationThread('plugin_registry', self.config.max_event_backlog)
+        self._kept: Dict[str, tuple] = {}  # job id -> its work, kept while it may be retried
+        self._gated: Optional[List[tuple]] = None  # with a durable store: (handle, request) held until the jobs' `sent` marks are written
+        self._retry_timers: Dict[str, Any] = {}
+        if self._store is not None:
+            self._store.extra_fields = _extra_fields
+            self._recover(self._store.open())
         # multiprocessing's exit hook joins child processes; a Finalize with an exit priority runs before that join
-        self._finalizer = mp_util.Finalize(self, _last_resort_cleanup, args=(self.backend,), exitpriority=10)
+        self._finalizer = mp_util.Finalize(self, _last_resort_cleanup, args=(self.backend, self._store), exitpriority=10)
 
     @abstractmethod
     def create_job(self, plugin_id: str, **kwargs) -> JobType:
@@ -290,10 +313,11 @@ class BaseJobManager(ABC, Generic[JobType]):
         "What to keep as `job.result` from the plugin's output."
 
 # %% ../../nbs/managers/base.ipynb #c7b9c84d
-def _last_resort_cleanup(backend, log=logger) -> None:  # (`log` bound now: module globals may be gone at interpreter exit)
-    "Kill and reap worker processes of a manager that was never shut down (at exit or when it is collected)."
+def _last_resort_cleanup(backend, store=None, log=logger) -> None:  # (`log` bound now: module globals may be gone at interpreter exit)
+    "Kill and reap worker processes of a manager that was never shut down (at exit or when it is collected), and close its store."
     kill_all = getattr(backend, 'kill_all', None)
     if kill_all is not None and kill_all(0.5): log.warning("killed worker processes of a job manager that was not shut down")
+    if store is not None: store.close()
 
 # %% ../../nbs/managers/base.ipynb #20303347
 @patch
@@ -311,6 +335,26 @@ def _spawn(self: BaseJobManager, coro) -> asyncio.Task:
     task = self._loop.create_task(coro)
     self._tasks.add(task); task.add_done_callback(self._tasks.discard)
     return task
+
+@patch
+def _send(self: BaseJobManager, handle, msg) -> None:
+    "Send a request to a worker; behind the jobs-sent gate when a durable store is still writing what was sent (order is kept)."
+    if self._gated is None: return handle.send(msg)
+    self._gated.append((handle, msg))
+
+@patch
+def _gate_until_written(self: BaseJobManager) -> None:
+    "Hold every request to workers until the store has written what it was told so far (a job's `sent` mark, above all)."
+    if self._gated is None:
+        self._gated = []
+        self._store.on_commit(self._open_gate)
+
+@patch
+def _open_gate(self: BaseJobManager) -> None:
+    held, self._gated = self._gated or [], None
+    for handle, msg in held:
+        try: handle.send(msg)
+        except ConnectionError: pass  # the worker is gone: its end fails or requeues what it held
 
 @patch
 def _resource(self: BaseJobManager, method: str, *args, **kwargs) -> None:
@@ -346,7 +390,7 @@ async def broadcast_event(self: BaseJobManager,
 
 # %% ../../nbs/managers/base.ipynb #9b314e01
 @patch
-def _transition(self: BaseJobManager, job: BaseJob, status: JobStatus, **extra) -> bool:
+def _transition(self: BaseJobManager, job: BaseJob, status: JobStatus, announce: bool = True, **extra) -> bool:
     "Move a job to `status`, record when, wake its waiters and announce it; False if it had already finished."
     if job.status in TERMINAL_STATUSES: return False
     if job.status is JobStatus.PENDING: self._pending -= 1
@@ -354,14 +398,17 @@ def _transition(self: BaseJobManager, job: BaseJob, status: JobStatus, **extra) 
     job.status = status
     job.transitions.append((_STATUS_NAMES[status], now))
     if status is JobStatus.RUNNING: job.started_at = now
-    elif status in TERMINAL_STATUSES:
+    elif status is JobStatus.PENDING: self._pending += 1
+    else:
         job.completed_at = now
+        if self._kept: self._kept.pop(job.id, None)
         for fut in self._done_waiters.pop(job.id, ()):
             if not fut.done(): fut.set_result(job)
         self._wake_streams(job)
         self._history.append(job.id)
         self._forget_old_jobs()
-    self._job_event(job, **extra)
+    if self._store is not None: self._store.touch(job)
+    if announce: self._job_event(job, **extra)
     return True
 
 @patch
@@ -371,26 +418,139 @@ def _wake_streams(self: BaseJobManager, job: BaseJob) -> None:
 
 @patch
 def _forget_old_jobs(self: BaseJobManager) -> None:
-    "Drop the oldest finished jobs beyond the retention limits, so memory stays flat."
+    "Drop the oldest finished jobs beyond the retention limits, so memory (and the store) stays bounded."
     history, jobs, limit = self._history, self._jobs, self.config.max_history
+    forgotten = []
     if limit is not None:
-        while len(history) > limit: jobs.pop(history.popleft(), None)
+        while len(history) > limit:
+            forgotten.append(history.popleft()); jobs.pop(forgotten[-1], None)
     if self.config.history_max_age is not None:
         cutoff = _now() - timedelta(seconds=self.config.history_max_age)
         while history:
             oldest = jobs.get(history[0])
             if oldest is not None and oldest.completed_at > cutoff: break
-            jobs.pop(history.popleft(), None)
+            forgotten.append(history.popleft()); jobs.pop(forgotten[-1], None)
+    if forgotten and self._store is not None: self._store.forget(forgotten)
 
 @patch
 def _fail(self: BaseJobManager, job: BaseJob, message: str, info: Optional[Dict[str, Any]] = None) -> None:
+    if job.status is JobStatus.RUNNING and self._can_retry(job, info): return self._retry(job, message, info)
     job.error, job.error_info = message, info
     self._transition(job, JobStatus.FAILED, error=message)
 
 @patch
 def _cancel(self: BaseJobManager, job: BaseJob, reason: str) -> None:
     job.error = reason
+    timer = self._retry_timers.pop(job.id, None) if self._retry_timers else None
+    if timer is not None: timer.cancel()
     self._transition(job, JobStatus.CANCELLED, error=reason)
+
+# %% ../../nbs/managers/base.ipynb #b10a0002
+_MAX_RETRY_DELAY = 300.0
+
+@patch
+def _can_retry(self: BaseJobManager, job: BaseJob, info: Optional[Dict[str, Any]]) -> bool:
+    return (not self._closed and bool(job.max_retries) and len(job.attempts) < job.max_retries
+            and job.id in self._kept and not (info or {}).get('permanent'))
+
+@patch
+def _retry(self: BaseJobManager, job: BaseJob, message: str, info: Optional[Dict[str, Any]]) -> None:
+    "Record the failed attempt, put the job back to pending, and queue it again after its backoff."
+    attempt = len(job.attempts) + 1
+    delay = min((job.retry_backoff if job.retry_backoff is not None else self.config.retry_backoff) * 2 ** (attempt - 1), _MAX_RETRY_DELAY)
+    job.attempts.append({'attempt': attempt, 'error': message, 'type': (info or {}).get('type'), 'worker_pid': job.worker_pid,
+                         'started_at': job.started_at.isoformat() if job.started_at else None, 'ended_at': _now().isoformat(),
+                         'retry_in': delay})
+    job.error, job.error_info = message, info
+    self._transition(job, JobStatus.PENDING, announce=False)
+    self._emit(f'{self.worker_type}:retrying', {'job_id': job.id, 'status': job.status.value, 'plugin_id': job.plugin_id,
+                                                'attempt': attempt, 'error': message, 'retry_in': delay, 'worker_type': self.worker_type,
+                                                'owner': job.owner, 'timestamp': job.transitions[-1][1].isoformat()})
+    self._retry_timers[job.id] = self._loop.call_later(delay, self._requeue_retry, job)
+
+@patch
+def _requeue_retry(self: BaseJobManager, job: BaseJob) -> None:
+    self._retry_timers.pop(job.id, None)
+    if job.status is not JobStatus.PENDING or self._closed: return
+    self._payloads[job.id] = self._kept[job.id]
+    heapq.heappush(self._queue, (-job.priority, next(self._seq), job))
+    self._dispatch()
+
+# %% ../../nbs/managers/base.ipynb #b10c0003
+def _job_class(path: Optional[str]) -> type:
+    "The job class a record names ('module:qualname'), or BaseJob when it cannot be imported."
+    if not path: return BaseJob
+    module, _, qualname = path.partition(':')
+    try:
+        obj = importlib.import_module(module)
+        for part in qualname.split('.'): obj = getattr(obj, part)
+    except Exception: return BaseJob
+    return obj if isinstance(obj, type) and issubclass(obj, BaseJob) else BaseJob
+
+def _when(ts: Optional[float]) -> Optional[datetime]: return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+
+def _rebuild_job(rec: Dict[str, Any]) -> BaseJob:
+    "A job from its store record."
+    created, started, completed = _when(rec['created_at']) or _now(), _when(rec['started_at']), _when(rec['completed_at'])
+    if rec.get('transitions'): transitions = [(s, _when(t)) for s, t in rec['transitions']]
+    else: transitions = [('pending', created)] + ([('running', started)] if started else []) + ([(rec['status'], completed)] if completed else [])
+    if rec.get('params') is not None:
+        try: params = pickle.loads(rec['params'])
+        except Exception: params = {}
+    else: params = rec.get('params_shown') or {}
+    error = rec.get('error')
+    if rec.get('result_note') and rec['status'] == 'completed': error = rec['result_note']
+    values = dict(id=rec['id'], plugin_id=rec['plugin_id'], status=rec['status'], created_at=created, started_at=started,
+                  completed_at=completed, result=rec.get('result'), error=error, metadata=rec.get('metadata') or {},
+                  worker_pid=rec.get('worker_pid'), params=params if isinstance(params, dict) else {}, priority=rec.get('priority') or 0,
+                  owner=rec.get('owner'), transitions=transitions, error_info=rec.get('error_info'), progress=rec.get('progress'),
+                  streamed=bool(rec.get('streamed')), max_retries=rec.get('max_retries'), retry_backoff=rec.get('retry_backoff'),
+                  attempts=rec.get('attempts') or [])
+    cls = _job_class(rec.get('job_class'))
+    try: return cls(**values, **(rec.get('extra') or {}))
+    except Exception as e:
+        logger.warning("job %s is rebuilt as a BaseJob: its class %s cannot be made from its record (%s: %s)", rec['id'], rec.get('job_class'), type(e).__name__, e)
+        return BaseJob(**values)
+
+@patch
+def _recover(self: BaseJobManager, records: List[Dict[str, Any]]) -> None:
+    "Take back the jobs the store holds: pending ones queued again in order, interrupted ones failed or requeued, finished ones readable."
+    finished, counts, note = [], {'pending': 0, 'interrupted': 0, 'finished': 0}, "the job manager stopped while it ran"
+    for rec in records:
+        job = _rebuild_job(rec)
+        self._jobs[job.id] = job
+        if job.status is JobStatus.PENDING and rec.get('sent_at') is not None:  # a worker had it: it may have run
+            job.status = JobStatus.RUNNING
+        if job.status is JobStatus.RUNNING:
+            counts['interrupted'] += 1
+            now = _now()
+            if self.config.interrupted_jobs == 'requeue' and rec.get('params') is not None:
+                job.attempts.append({'attempt': len(job.attempts) + 1, 'error': note, 'type': 'Interrupted', 'worker_pid': job.worker_pid,
+                                     'started_at': job.started_at.isoformat() if job.started_at else None, 'ended_at': None, 'retry_in': 0.0})
+                job.status = JobStatus.PENDING; job.transitions.append(('pending', now))
+            else:
+                job.status, job.completed_at = JobStatus.FAILED, now
+                job.error = f"{note} (recovered from {self.store!r}, with WorkerConfig.interrupted_jobs='fail')"
+                job.error_info = {'type': 'Interrupted', 'message': note, 'traceback': None, 'permanent': True}
+                job.transitions.append(('failed', now))
+            self._store.touch(job)
+        if job.status is JobStatus.PENDING:
+            if rec.get('params') is None:  # nothing to run it with
+                job.status, job.completed_at, job.error = JobStatus.FAILED, _now(), "its parameters were not in the store, so it cannot run"
+                job.transitions.append(('failed', job.completed_at)); self._store.touch(job)
+            else:
+                counts['pending'] += 1
+                self._payloads[job.id] = (rec['params'], rec.get('config') or {}, rec.get('worker_key') or job.plugin_id)
+                heapq.heappush(self._queue, (-job.priority, next(self._seq), job))
+                self._pending += 1
+                continue
+        counts['finished'] += 1
+        finished.append(job)
+    finished.sort(key=lambda j: j.completed_at or j.created_at)
+    self._history.extend(j.id for j in finished)
+    self._forget_old_jobs()
+    if records: logger.info("%s recovered %d jobs from %r: %s", type(self).__name__, len(records), self.store,
+                            ', '.join(f"{n} {what}" for what, n in counts.items()))
 
 # %% ../../nbs/managers/base.ipynb #3b294b11
 @patch
@@ -400,6 +560,7 @@ async def start(self: BaseJobManager) -> None:
     if self._closed: raise ManagerClosedError(f"{type(self).__name__} has been shut down; create a new manager")
     if self._loop is None:
         self._loop, self._ready = loop, loop.create_future()
+        self.store.bind(loop)
         for slot in self._slots + self._standby: self._spawn(self._launch(slot))
     else: self._check_loop()
     if not self._ready.done():
@@ -509,7 +670,7 @@ def _on_result(self: BaseJobManager, slot: _Slot, msg: ResultReply) -> None:
         try: job.result = self.extract_job_result(job, data)
         except Exception as e:
             logger.exception("extract_job_result failed for job %s", job.id)
-            self._fail(job, f"extract_job_result failed: {type(e).__name__}: {e}")
+            self._fail(job, f"extract_job_result failed: {type(e).__name__}: {e}", {'type': type(e).__name__, 'message': str(e), 'permanent': True})
         else:
             if msg.from_chunks: job.chunks = []  # the output is in `result` now; a `stream_job` still reading keeps its own list
             self._transition(job, JobStatus.COMPLETED)
@@ -590,8 +751,12 @@ def _send_job(self: BaseJobManager, slot: _Slot, job: BaseJob) -> Tuple[int, byt
     payload, config, key = work = self._payloads.pop(job.id)
     req_id = next(self._req_ids)
     stream = self.supports_streaming and self._plugins.get(key, {}).get('streaming', True)
-    try: slot.handle.send(ExecuteRequest(req_id, job.id, key, payload, config, stream))
+    if self._store is not None:  # it may run from now on: the store must know before the worker does
+        self._store.mark_sent(job)
+        self._gate_until_written()
+    try: self._send(slot.handle, ExecuteRequest(req_id, job.id, key, payload, config, stream))
     except ConnectionError: pass  # the worker just died: its exit fails or requeues this job
+    if job.max_retries: self._kept[job.id] = work  # to send it again if it fails
     if len(payload) > PARAMS_KEPT_BYTES: job.params = summarize_params(job.params)
     return req_id, work, config
 
@@ -677,6 +842,7 @@ def _requeue_ahead(self: BaseJobManager, slot: _Slot) -> None:
         if sent.job.status is JobStatus.PENDING:
             self._payloads[sent.job.id] = sent.work
             heapq.heappush(self._queue, sent.entry)
+            if self._store is not None: self._store.mark_sent(sent.job, False)  # its worker never started it
     slot.ahead.clear(); slot.withdrawals.clear()
 
 # %% ../../nbs/managers/base.ipynb #7714c84f
@@ -685,7 +851,7 @@ def _ask_back(self: BaseJobManager, slot: _Slot, sent: _Sent) -> None:
     "Ask a worker to drop a job sent ahead to it, if it has not started it; the answer goes to `_on_withdrawn`."
     if sent.asked_back: return
     req_id = next(self._req_ids)
-    try: slot.handle.send(CancelRequest(req_id, sent.job.id))
+    try: self._send(slot.handle, CancelRequest(req_id, sent.job.id))
     except ConnectionError: return  # the worker is gone: its end requeues what it held
     sent.asked_back = True
     slot.withdrawals[req_id] = sent
@@ -703,6 +869,7 @@ def _on_withdrawn(self: BaseJobManager, slot: _Slot, sent: _Sent, dropped: bool)
     if job.status is JobStatus.PENDING:
         self._payloads[job.id] = sent.work
         heapq.heappush(self._queue, sent.entry)
+        if self._store is not None: self._store.mark_sent(job, False)  # dropped unrun: it is plainly pending again
     if slot.held is sent: self._advance(slot)
     self._dispatch()
 
@@ -755,7 +922,7 @@ def _recycle(self: BaseJobManager, slot: _Slot) -> None:
     slot.state, slot.stop_reason = 'stopping', 'recycled'
     self._resource('update_worker_state', slot.pid, status='stopping')
     handle = slot.handle
-    try: handle.send(StopRequest(next(self._req_ids)))
+    try: self._send(handle, StopRequest(next(self._req_ids)))
     except ConnectionError: return  # already gone: its end is on its way
     slot.timer = self._loop.call_later(self.config.shutdown_grace, handle.kill)
 
@@ -987,17 +1154,19 @@ def summarize_params(
     return text if len(text) <= max_chars else f"{text[:max_chars]}… ({type(params).__name__})"
 
 # %% ../../nbs/managers/base.ipynb #6f624e16
-MANAGER_ARGUMENTS = ('plugin_id', 'priority', 'owner')  # start_job's own arguments: a job parameter cannot have these names
+MANAGER_ARGUMENTS = ('plugin_id', 'priority', 'owner', 'max_retries', 'retry_backoff')  # start_job's own arguments: no job parameter has these names
 
 @patch
 async def start_job(self: BaseJobManager,
                     plugin_id: str,  # The plugin to run
                     priority: int = 0,  # Higher runs first
                     owner: Optional[str] = None,  # Who starts it (an app that keeps users' jobs apart sets it)
+                    max_retries: Optional[int] = None,  # Times it is tried again after a failure; None: the plugin's, else `WorkerConfig.max_retries`
+                    retry_backoff: Optional[float] = None,  # Seconds before its first retry; None: the plugin's, else `WorkerConfig.retry_backoff`
                     **params,  # Passed to `create_job`, and from there to the plugin
                    ) -> JobType:  # The new job
-    "Create a job and queue it; returns without waiting for it to run."
-    return (await self._start_jobs(plugin_id, (params,), priority, owner))[0]
+    "Create a job and queue it; returns without waiting for it to run (with a durable store, once it is written)."
+    return (await self._start_jobs(plugin_id, (params,), priority, owner, max_retries, retry_backoff))[0]
 
 @patch
 async def start_jobs(self: BaseJobManager,
@@ -1005,6 +1174,8 @@ async def start_jobs(self: BaseJobManager,
                      params: Sequence[Mapping[str, Any]],  # One dict of parameters per job
                      priority: int = 0,  # Higher runs first (for every job of the batch)
                      owner: Optional[str] = None,  # Who starts them
+                     max_retries: Optional[int] = None,  # Retries of each after a failure (as in `start_job`)
+                     retry_backoff: Optional[float] = None,  # Seconds before each one's first retry
                     ) -> List[JobType]:  # The new jobs, in order
     "Create and queue many jobs of one plugin at once, each checked as `start_job` checks one; none is created if one is refused."
     if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Sequence):
@@ -1017,11 +1188,17 @@ async def start_jobs(self: BaseJobManager,
             raise ValueError(f"params[{i}] has a parameter named {clash[0]!r}, which is one of start_job's own arguments "
                              f"({', '.join(MANAGER_ARGUMENTS)}); give the plugin's parameter another name")
         batch.append(dict(p))
-    return await self._start_jobs(plugin_id, batch, priority, owner)
+    return await self._start_jobs(plugin_id, batch, priority, owner, max_retries, retry_backoff)
 
 @patch
-async def _start_jobs(self: BaseJobManager, plugin_id: str, batch: Sequence[Dict[str, Any]], priority: int, owner: Optional[str]) -> List[BaseJob]:
+async def _start_jobs(self: BaseJobManager, plugin_id: str, batch: Sequence[Dict[str, Any]], priority: int, owner: Optional[str],
+                      max_retries: Optional[int] = None, retry_backoff: Optional[float] = None) -> List[BaseJob]:
     if self._closed: raise ManagerClosedError(f"{type(self).__name__} has been shut down; create a new manager")
+    if self._store is not None and self._store.failed is not None: raise self._store.failed
+    if max_retries is not None and (isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0):
+        raise ValueError(f"max_retries must be an integer >= 0 or None, got {max_retries!r}")
+    if retry_backoff is not None and (isinstance(retry_backoff, bool) or not isinstance(retry_backoff, (int, float)) or retry_backoff < 0):
+        raise ValueError(f"retry_backoff must be a number >= 0 or None, got {retry_backoff!r}")
     if not isinstance(plugin_id, str) or not plugin_id:
         raise ValueError(f"plugin_id must be a non-empty string, got {plugin_id!r}")
     if isinstance(priority, bool) or not isinstance(priority, int):
@@ -1031,6 +1208,9 @@ async def _start_jobs(self: BaseJobManager, plugin_id: str, batch: Sequence[Dict
     else: self._check_loop()
     if all(s.state == 'retired' for s in self._slots): raise NoWorkersError(self._no_workers_message())
     key, config, _ = await self._resolve_plugin(plugin_id)
+    plugin = self._plugins.get(key, {})
+    if max_retries is None: max_retries = plugin.get('max_retries', self.config.max_retries)
+    if retry_backoff is None: retry_backoff = plugin.get('retry_backoff', self.config.retry_backoff)
     if config:
         problem = await self._validate_resources(plugin_id, config)
         if problem: raise RuntimeError(f"Resource validation failed: {problem}")
@@ -1049,14 +1229,17 @@ async def _start_jobs(self: BaseJobManager, plugin_id: str, batch: Sequence[Dict
         else: payload = _pickle_params(plugin_id, request)
         made.append((job, payload))
     if self._closed: raise ManagerClosedError(f"{type(self).__name__} has been shut down; create a new manager")
+    store = self._store
     for job, payload in made:
-        job.priority, job.owner = priority, owner
+        job.priority, job.owner, job.max_retries, job.retry_backoff = priority, owner, max_retries, retry_backoff
         self._jobs[job.id] = job
-        self._payloads[job.id] = (payload, config, key)
+        self._payloads[job.id] = work = (payload, config, key)
+        if store is not None: store.add(job, work)
         heapq.heappush(self._queue, (-priority, next(self._seq), job))
         self._pending += 1
         self._job_event(job)
     self._dispatch()
+    if store is not None and store.wait_for_disk: await store.committed()
     return [job for job, _ in made]
 
 # %% ../../nbs/managers/base.ipynb #13801ad3
@@ -1095,11 +1278,13 @@ async def wait_for_job(self: BaseJobManager,
                        job_id: Any,  # The job's id, or the job itself (works even after it was forgotten under retention)
                        timeout: Optional[float] = None,  # Seconds to wait; None waits as long as it takes
                       ) -> BaseJob:  # The finished job
-    "Wait until a job is completed, failed or cancelled."
+    "Wait until a job is completed, failed or cancelled (starting the workers if they have not been: a recovered job needs them)."
     self._check_loop()
+    if self._loop is None and not self._closed: await self.start()
     job = job_id if isinstance(job_id, BaseJob) else self._get(job_id)
     job_id = job.id
     if job.status in TERMINAL_STATUSES: return job
+    if self._closed: raise ManagerClosedError(f"{type(self).__name__} was shut down before job {job_id!r} finished (it stays {job.status.value} in the store)")
     fut = asyncio.get_running_loop().create_future()
     self._done_waiters.setdefault(job_id, []).append(fut)
     if timeout is None: return await fut
@@ -1115,12 +1300,13 @@ async def stream_job(self: BaseJobManager,
                     ) -> AsyncIterator[Any]:  # Its chunks, from the first, as they arrive
     "Iterate over a job's streamed chunks, from the first one, until the job finishes."
     self._check_loop()
+    if self._loop is None and not self._closed: await self.start()
     job, seen = self._get(job_id), 0
     chunks = job.chunks  # the manager empties the job's list when the job completes; this one stays whole
     while True:
         while seen < len(chunks):
             yield chunks[seen]; seen += 1
-        if job.status in TERMINAL_STATUSES: return
+        if job.status in TERMINAL_STATUSES or self._closed: return
         fut = asyncio.get_running_loop().create_future()
         self._chunk_waiters.setdefault(job_id, []).append(fut)
         await fut
@@ -1140,7 +1326,7 @@ async def _broadcast_command(self: BaseJobManager, make_request: Callable[[int],
     for slot in self._slots + self._standby:
         if slot.handle is None or slot.state not in ('idle', 'busy', 'standby'): continue
         req_id = next(self._req_ids)
-        try: slot.handle.send(make_request(req_id))
+        try: self._send(slot.handle, make_request(req_id))
         except ConnectionError: continue
         if slot.state != 'busy':
             self._commands[req_id] = fut = self._loop.create_future()
@@ -1241,10 +1427,11 @@ def worker_config(self: BaseJobManager) -> WorkerConfig:
 
 @patch
 def clear_completed_jobs(self: BaseJobManager) -> int:
-    "Forget every finished job; returns how many."
+    "Forget every finished job (in the store too); returns how many."
     done = [jid for jid, j in self._jobs.items() if j.status in TERMINAL_STATUSES]
     for jid in done: del self._jobs[jid]
     self._history.clear()
+    if self._store is not None: self._store.forget_finished()
     return len(done)
 
 @patch
@@ -1347,15 +1534,19 @@ def _refuse_waiters(self: BaseJobManager) -> None:
 def _stop_everything(self: BaseJobManager, grace: float, on_its_loop: bool) -> None:
     "Refuse waiting calls, cancel every unfinished job, stop every worker and reap it (killing it after `grace`); blocking."
     self._refuse_waiters()
-    while self._queue:
-        job = heapq.heappop(self._queue)[2]
-        if job.status is JobStatus.PENDING: self._cancel(job, 'the job manager shut down')
+    for _, msg in self._gated or ():  # never reached their workers: plainly pending for the next manager
+        job = self._jobs.get(getattr(msg, 'job_id', None)) if type(msg) is ExecuteRequest else None
+        if job is not None and job.status is JobStatus.PENDING: self._store.mark_sent(job, False)
+    self._gated = None
+    end = self._cancel if self._store is None else self._leave_for_next  # a durable store keeps unfinished jobs for the next manager
+    for timer in self._retry_timers.values(): timer.cancel()
+    for job in [j for j in self._jobs.values() if j.status is JobStatus.PENDING]: end(job, 'the job manager shut down')
+    self._queue.clear()
     for slot in self._slots + self._standby:
-        for sent in ([slot.held] if slot.held is not None else []) + list(slot.ahead): self._cancel(sent.job, 'the job manager shut down')
         slot.ahead.clear(); slot.held = None; slot.withdrawals.clear()
     self._sent_ahead.clear(); self._payloads.clear()
     for slot in self._slots + self._standby:
-        if slot.job is not None: self._cancel(slot.job, 'the job manager shut down')
+        if slot.job is not None: end(slot.job, 'the job manager shut down')
         slot.cancel_timer()
         if slot.handle is None:
             if not slot.launching: slot.state = 'stopped'
@@ -1371,9 +1562,20 @@ def _stop_everything(self: BaseJobManager, grace: float, on_its_loop: bool) -> N
         if step is not None: step(grace) if name == 'stop_all' else step(0)
 
 @patch
+def _leave_for_next(self: BaseJobManager, job: BaseJob, reason: str) -> None:
+    "At shutdown with a durable store: the job stays unfinished there; whoever waits for it here is told the manager closed."
+    error = ManagerClosedError(f"{type(self).__name__} shut down before job {job.id} finished; it stays {job.status.value} in {self.store!r}")
+    for fut in self._done_waiters.pop(job.id, ()):
+        try:
+            if not fut.done(): fut.set_exception(error)
+        except RuntimeError: pass  # its event loop has closed
+    self._wake_streams(job)
+
+@patch
 async def _drain(self: BaseJobManager) -> None:
-    "Deliver the events still queued and let the integration threads finish their calls, each within `integration_timeout`."
+    "Deliver the events still queued, let the integration threads finish their calls (each within `integration_timeout`), close the store."
     if self._events is not None: await self._events.close(self.config.integration_timeout)
+    await asyncio.to_thread(self.store.close)
     for calls in (self._resource_calls, self._registry_calls):
         done = calls.stop()
         if done is None: continue
@@ -1382,7 +1584,8 @@ async def _drain(self: BaseJobManager) -> None:
 
 @patch
 def _drain_now(self: BaseJobManager) -> None:
-    "`_drain` without an event loop: the integration threads' calls are waited for; events cannot be delivered."
+    "`_drain` without an event loop: the integration threads' calls are waited for (events cannot be delivered), the store closed."
+    self.store.close()
     for calls in (self._resource_calls, self._registry_calls):
         done = calls.stop()
         if done is None: continue
