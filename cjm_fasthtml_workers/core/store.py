@@ -52,8 +52,8 @@ class JobStore(Protocol):
         "Drop the records of every finished job."
         ...
 
-    async def committed(self) -> None:
-        "Wait until everything told so far is written (at once for a store that is not durable)."
+    async def committed(self, new_only: bool = False) -> None:
+        "Wait until everything told so far is written (with `new_only`, the new jobs and `sent` marks); at once when not durable."
         ...
 
     def close(self) -> None:
@@ -72,7 +72,7 @@ class MemoryJobStore:
     def on_commit(self, callback) -> None: callback()
     def forget(self, job_ids) -> None: pass
     def forget_finished(self) -> None: pass
-    async def committed(self) -> None: pass
+    async def committed(self, new_only: bool = False) -> None: pass
     def close(self) -> None: pass
 
 # %% ../../nbs/core/store.ipynb #5e0f0012
@@ -108,13 +108,13 @@ def job_record(
 # %% ../../nbs/core/store.ipynb #5e0f0016
 _COLUMNS = ('id', 'seq', 'job_class', 'extra', 'plugin_id', 'worker_key', 'status', 'priority', 'owner', 'created_at',
             'started_at', 'completed_at', 'worker_pid', 'params', 'config', 'params_shown', 'result', 'result_note', 'error',
-            'error_info', 'metadata', 'progress', 'streamed', 'transitions', 'attempts', 'max_retries', 'retry_backoff', 'sent_at')
+            'error_info', 'metadata', 'progress', 'streamed', 'transitions', 'attempts', 'max_retries', 'retry_backoff', 'finished')
 _PICKLED = {'extra', 'config', 'params_shown', 'result', 'metadata'}  # columns stored as pickles (params is pickled already)
 _JSON = {'error_info', 'transitions', 'attempts'}
 
 _MIGRATIONS = [  # _MIGRATIONS[n] takes a file from version n to n + 1
-    """CREATE TABLE jobs (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, job_class TEXT, extra BLOB, plugin_id TEXT NOT NULL,
-         worker_key TEXT, status TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0, created_at REAL, started_at REAL,
+    """CREATE TABLE jobs (id TEXT PRIMARY KEY, seq INTEGER, job_class TEXT, extra BLOB, plugin_id TEXT,
+         worker_key TEXT, status TEXT, priority INTEGER, created_at REAL, started_at REAL,
          completed_at REAL, worker_pid INTEGER, params BLOB, config BLOB, params_shown BLOB, result BLOB, result_note TEXT,
          error TEXT, error_info TEXT, metadata BLOB, progress REAL, streamed INTEGER, transitions TEXT);
        CREATE INDEX jobs_by_status ON jobs (status, completed_at);
@@ -123,7 +123,9 @@ _MIGRATIONS = [  # _MIGRATIONS[n] takes a file from version n to n + 1
        ALTER TABLE jobs ADD COLUMN attempts TEXT;
        ALTER TABLE jobs ADD COLUMN max_retries INTEGER;
        ALTER TABLE jobs ADD COLUMN retry_backoff REAL;""",
-    """ALTER TABLE jobs ADD COLUMN sent_at REAL;""",
+    """CREATE TABLE sent (id TEXT PRIMARY KEY, at REAL);
+       ALTER TABLE jobs ADD COLUMN finished INTEGER;
+       UPDATE jobs SET finished = status IN ('completed', 'failed', 'cancelled');""",
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)  # The schema version this package writes
 
@@ -178,6 +180,7 @@ def _connect(self: SQLiteJobStore) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.execute('PRAGMA journal_mode=WAL')
         conn.execute('PRAGMA synchronous=NORMAL')
+        self._max_vars = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(conn, 'getlimit') else 32766
         version = conn.execute('PRAGMA user_version').fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(f"the job store {self.path} has schema version {version}, newer than this package's "
@@ -193,9 +196,11 @@ def _connect(self: SQLiteJobStore) -> sqlite3.Connection:
 
 def _read_all(self: SQLiteJobStore) -> List[Dict[str, Any]]:
     rows = self._conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs ORDER BY seq").fetchall()
+    sent = dict(self._conn.execute("SELECT id, at FROM sent").fetchall())
     records = []
     for row in rows:
         rec = dict(zip(_COLUMNS, row))
+        rec['sent_at'] = sent.get(rec['id'])
         for k in _PICKLED:
             if rec[k] is not None:
                 try: rec[k] = pickle.loads(rec[k])
@@ -204,6 +209,7 @@ def _read_all(self: SQLiteJobStore) -> List[Dict[str, Any]]:
         for k in _JSON:
             if rec[k] is not None: rec[k] = json.loads(rec[k])
         rec['streamed'] = bool(rec['streamed'])
+        rec.pop('finished', None)
         records.append(rec)
     self._seq = max((r['seq'] for r in records), default=0)
     return records
@@ -257,7 +263,7 @@ def _mark_sent(self: SQLiteJobStore, job, sent: bool = True) -> None:
     self._schedule()
 
 def _on_commit(self: SQLiteJobStore, callback) -> None:
-    self._tick_waiters.append(callback)
+    self._tick_waiters.append(('new', callback))
     self._schedule()
 
 def _forget(self: SQLiteJobStore, job_ids) -> None:
@@ -278,19 +284,18 @@ def _flush(self: SQLiteJobStore, wait: bool = False) -> None:
     for job, work in new.values():
         self._seq += 1
         rec = job_record(job, work, self.extra_fields(type(job))); rec['seq'] = self._seq
-        if job.id in sent: rec['sent_at'] = sent.pop(job.id)
         rows.append(('insert', rec))
     rows += [('update', job_record(job)) for job in dirty.values()]
-    if sent: ops = [('sent', list(sent.items()))] + ops
+    if sent: ops = [('sent', sent)] + ops
     done = threading.Event() if wait else None
     if rows or ops or waiters or done: self._batches.put((rows, ops, waiters, done))
     if done is not None: done.wait()
 
-async def _committed(self: SQLiteJobStore) -> None:
+async def _committed(self: SQLiteJobStore, new_only: bool = False) -> None:
     if self.failed is not None: raise self.failed
     if self._conn is None: return
     fut = asyncio.get_running_loop().create_future()
-    self._tick_waiters.append(fut)
+    self._tick_waiters.append(('new' if new_only else 'all', fut))
     self._schedule()
     await fut
 
@@ -302,8 +307,9 @@ SQLiteJobStore.forget, SQLiteJobStore.forget_finished, SQLiteJobStore.flush, SQL
 def _row(self: SQLiteJobStore, rec: Dict[str, Any]) -> Dict[str, Any]:
     "The columns of a record, pickled and JSON-encoded for SQLite."
     out = dict(rec)
-    for k in _PICKLED:
-        if out.get(k) is None: continue
+
+    for k in _PICKLED.intersection(out):
+        if out[k] is None: continue
         try: blob = pickle.dumps(out[k], pickle.HIGHEST_PROTOCOL)
         except Exception as e:
             if k != 'result': raise
@@ -314,55 +320,94 @@ def _row(self: SQLiteJobStore, rec: Dict[str, Any]) -> Dict[str, Any]:
                                                        f"store's max_result_bytes ({self.max_result_bytes:,})")
             continue
         out[k] = blob
-    for k in _JSON:
-        if out.get(k) is not None: out[k] = json.dumps(out[k], default=str)
-    out['streamed'] = int(bool(out.get('streamed')))
+    for k in _JSON.intersection(out):
+        if out[k] is not None: out[k] = json.dumps(out[k], default=str)
+    if 'streamed' in out: out['streamed'] = int(bool(out['streamed']))
     return out
 
-_UPDATED = ('status', 'priority', 'owner', 'started_at', 'completed_at', 'worker_pid', 'error', 'error_info', 'metadata',
-            'progress', 'streamed', 'transitions', 'attempts', 'max_retries', 'retry_backoff')
-_INSERT = f"INSERT OR REPLACE INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)})"
-_UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = :{c}' for c in _UPDATED)} WHERE id = :id"
-_FINISH = "UPDATE jobs SET params = NULL, params_shown = :params_shown, result = :result, result_note = :result_note WHERE id = :id"
+def _upsert_sql(rows: int) -> str:
+    "One statement for `rows` rows: a new job's row is inserted; a known job's is updated, keeping what the row does not carry."
+    keep = {'seq', 'job_class', 'extra', 'plugin_id', 'worker_key', 'created_at', 'priority', 'owner', 'config'}
+    sets = [f"{c} = COALESCE(excluded.{c}, jobs.{c})" for c in _COLUMNS if c in keep]
+    sets += ["params = CASE WHEN excluded.finished = 1 THEN NULL ELSE COALESCE(excluded.params, jobs.params) END"]
+    sets += [f"{c} = excluded.{c}" for c in _COLUMNS if c not in keep and c not in ('id', 'params')]  # a job's state: every row has it
+    values = ', '.join([f"({', '.join('?' * len(_COLUMNS))})"] * rows)
+    return f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES {values} ON CONFLICT(id) DO UPDATE SET {', '.join(sets)}"
 
-def _write(self: SQLiteJobStore, rows, ops) -> None:
-    conn = self._conn
-    conn.execute('BEGIN IMMEDIATE')
-    try:
+def _upsert(self: SQLiteJobStore, values: List[tuple]) -> None:
+    "Insert or update rows, in as few statements as the variable limit allows."
+    chunk = max(1, self._max_vars // len(_COLUMNS))
+    for i in range(0, len(values), chunk):
+        part = values[i:i + chunk]
+        size = 1 << (len(part) - 1).bit_length()  # row counts rounded up to a power of two: few distinct statements to prepare
+        part += [part[-1]] * (size - len(part))  # (repeating the last row changes nothing)
+        self._conn.execute(_upsert_sql(size), [v for row in part for v in row])
+
+def _delete(self: SQLiteJobStore, table: str, ids: List[str]) -> None:
+    for i in range(0, len(ids), self._max_vars):
+        part = ids[i:i + self._max_vars]
+        self._conn.execute(f"DELETE FROM {table} WHERE id IN ({', '.join('?' * len(part))})", part)
+
+def _write(self: SQLiteJobStore, batches: List[tuple]) -> None:
+    """Write the batches waiting, in two steps: first the new jobs and the `sent` marks (what the manager waits for before a
+    request may go to a worker, and `start_job` before it returns), then the changes of state and the deletes. Each step is a
+    few statements with many rows each, so the writer thread takes the interpreter lock a few times per step, not per row."""
+    new, changed, done, marks, doomed, clear = [], {}, [], {}, [], False
+    for rows, ops, _, _ in batches:
         for kind, rec in rows:
             row = self._row(rec)
-            if kind == 'insert':
-                if rec['finished']: row['params'] = None
-                conn.execute(_INSERT, {c: row.get(c) for c in _COLUMNS})
-            else:
-                conn.execute(_UPDATE, {c: row.get(c) for c in _UPDATED + ('id',)})
-                if rec['finished']:
-                    conn.execute(_FINISH, {c: row.get(c) for c in ('params_shown', 'result', 'result_note', 'id')})
+            row['finished'] = int(rec['finished'])
+            if rec['finished']: row['params'] = None; done.append(rec['id'])
+            values = tuple(row.get(c) for c in _COLUMNS)
+            if kind == 'insert': new.append(values)
+            else: changed[rec['id']] = values  # a later state of the same job replaces an earlier one
         for kind, arg in ops:
-            if kind == 'sent': conn.executemany("UPDATE jobs SET sent_at = ? WHERE id = ?", [(when, i) for i, when in arg])
-            elif kind == 'delete': conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in arg])
-            else: conn.execute("DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled')")
-        conn.execute('COMMIT')
-    except BaseException:
-        if conn.in_transaction: conn.execute('ROLLBACK')  # (SQLite rolls back by itself on some errors, a full disk among them)
-        raise
-    self.written += len(rows)
+            if kind == 'sent': marks.update(arg)
+            elif kind == 'delete': doomed += arg
+            else: clear = True
+    if new: self._upsert(new)
+    sent = [(i, at) for i, at in marks.items() if at is not None]
+    for i in range(0, len(sent), self._max_vars // 2):
+        part = sent[i:i + self._max_vars // 2]
+        self._conn.execute(f"INSERT OR REPLACE INTO sent VALUES {', '.join(['(?, ?)'] * len(part))}", [v for p in part for v in p])
+    self._wake_all(batches, 'new')
+    if changed: self._upsert(list(changed.values()))
+    if doomed: self._delete('jobs', doomed)
+    unsent = doomed + done + [i for i, at in marks.items() if at is None]
+    if unsent: self._delete('sent', unsent)
+    if clear:
+        self._conn.execute("DELETE FROM sent WHERE id IN (SELECT id FROM jobs WHERE finished = 1)")
+        self._conn.execute("DELETE FROM jobs WHERE finished = 1")
+    self.written += len(new) + len(changed)
+
+def _wake_all(self: SQLiteJobStore, batches: List[tuple], phase: str, error: Optional[Exception] = None) -> None:
+    "Wake the waiters of the batches that wait for `phase`: 'new' (the new jobs and marks are written) or 'all'."
+    for _, _, waiters, _ in batches:
+        for when, waiter in waiters:
+            if when == phase: self._wake(waiter, error)
 
 def _write_batches(self: SQLiteJobStore) -> None:
-    "The writer thread: one transaction per batch, until `close`."
+    "The writer thread: takes every batch waiting and writes them together, until `close`."
     while True:
-        batch = self._batches.get()
-        if batch is None: return
-        rows, ops, waiters, done = batch
+        batches, last = [self._batches.get()], False
+        if batches[0] is None: return
+        while True:  # what piled up while the last write ran goes in the same write
+            try: more = self._batches.get_nowait()
+            except queue.Empty: break
+            if more is None: last = True; break
+            batches.append(more)
         error = self.failed
-        if error is None and (rows or ops):
-            try: self._write(rows, ops)
+        if error is None:
+            try: self._write(batches)
             except Exception as e:
                 self.failed = error = StoreError(f"writing the job store {self.path} failed: {type(e).__name__}: {e}; "
                                                  "new jobs are refused until the manager is restarted on a writable store")
                 logger.error("%s", error)
-        for waiter in waiters: self._wake(waiter, error)
-        if done is not None: done.set()
+        if error is not None: self._wake_all(batches, 'new', error)  # (a future already settled is not settled again)
+        self._wake_all(batches, 'all', error)
+        for *_, done in batches:
+            if done is not None: done.set()
+        if last: return
 
 def _wake(self: SQLiteJobStore, waiter: Any, error: Optional[Exception]) -> None:
     "Settle a `committed()` future, or call an `on_commit` callback, on its event loop."
@@ -387,4 +432,5 @@ def _close(self: SQLiteJobStore) -> None:
     self._release()
 
 SQLiteJobStore._row, SQLiteJobStore._write, SQLiteJobStore._write_batches = _row, _write, _write_batches
+SQLiteJobStore._upsert, SQLiteJobStore._delete, SQLiteJobStore._wake_all = _upsert, _delete, _wake_all
 SQLiteJobStore._wake, SQLiteJobStore.close = _wake, _close

@@ -289,6 +289,10 @@ class BaseJobManager(ABC, Generic[JobType]):
         self._registry_calls = _IntegrationThread('plugin_registry', self.config.max_event_backlog)
         self._kept: Dict[str, tuple] = {}  # job id -> its work, kept while it may be retried
         self._gated: Optional[List[tuple]] = None  # with a durable store: (handle, request) held until the jobs' `sent` marks are written
+        self._marked: set = set()  # ids of pending jobs whose `sent` mark the store has written: they go to a worker at once
+        self._marking: set = set()  # ids whose mark is being written
+        # Requests wait for the store's commit, so a worker needs more work in hand to stay busy meanwhile
+        self._ahead_cap = self.config.prefetch * (8 if self._store is not None else 1)
         self._retry_timers: Dict[str, Any] = {}
         if self._store is not None:
             self._store.extra_fields = _extra_fields
@@ -343,18 +347,37 @@ def _send(self: BaseJobManager, handle, msg) -> None:
     self._gated.append((handle, msg))
 
 @patch
-def _gate_until_written(self: BaseJobManager) -> None:
-    "Hold every request to workers until the store has written what it was told so far (a job's `sent` mark, above all)."
-    if self._gated is None:
+def _mark_before_sending(self: BaseJobManager, job: BaseJob) -> None:
+    "With a durable store: make sure the store has the job's `sent` mark before its request can reach a worker."
+    if job.id in self._marked: return  # written already: it can go now
+    if self._gated is None:  # close the gate, and mark the jobs next in line too, so the next requests need not wait
         self._gated = []
-        self._store.on_commit(self._open_gate)
+        batch = {job.id, *(entry[2].id for entry in _heap_smallest(self._queue, self._ahead_cap * len(self._slots)))} - self._marked
+        for job_id in batch - self._marking:
+            if job_id in self._jobs: self._store.mark_sent(self._jobs[job_id])
+        self._marking |= batch
+        self._store.on_commit(lambda: self._open_gate(batch))
+    elif job.id not in self._marking:
+        self._marking.add(job.id); self._store.mark_sent(job)
 
 @patch
-def _open_gate(self: BaseJobManager) -> None:
+def _open_gate(self: BaseJobManager, written: set) -> None:
     held, self._gated = self._gated or [], None
+    self._marking -= written
+    self._marked |= {i for i in written if i in self._jobs and self._jobs[i].status is JobStatus.PENDING}
     for handle, msg in held:
         try: handle.send(msg)
         except ConnectionError: pass  # the worker is gone: its end fails or requeues what it held
+
+def _heap_smallest(heap: list, k: int) -> list:
+    "The `k` smallest entries of a heap, in order, in O(k log k) (walking down from its root)."
+    out, frontier = [], [(heap[0], 0)] if heap else []
+    while frontier and len(out) < k:
+        entry, i = heapq.heappop(frontier)
+        out.append(entry)
+        for child in (2 * i + 1, 2 * i + 2):
+            if child < len(heap): heapq.heappush(frontier, (heap[child], child))
+    return out
 
 @patch
 def _resource(self: BaseJobManager, method: str, *args, **kwargs) -> None:
@@ -402,12 +425,13 @@ def _transition(self: BaseJobManager, job: BaseJob, status: JobStatus, announce:
     else:
         job.completed_at = now
         if self._kept: self._kept.pop(job.id, None)
+        if self._marked: self._marked.discard(job.id)
         for fut in self._done_waiters.pop(job.id, ()):
             if not fut.done(): fut.set_result(job)
         self._wake_streams(job)
         self._history.append(job.id)
         self._forget_old_jobs()
-    if self._store is not None: self._store.touch(job)
+    if self._store is not None and status is not JobStatus.RUNNING: self._store.touch(job)  # (a start is written with the end; its `sent` mark covers a crash)
     if announce: self._job_event(job, **extra)
     return True
 
@@ -515,12 +539,13 @@ def _rebuild_job(rec: Dict[str, Any]) -> BaseJob:
 @patch
 def _recover(self: BaseJobManager, records: List[Dict[str, Any]]) -> None:
     "Take back the jobs the store holds: pending ones queued again in order, interrupted ones failed or requeued, finished ones readable."
-    finished, counts, note = [], {'pending': 0, 'interrupted': 0, 'finished': 0}, "the job manager stopped while it ran"
+    finished, counts = [], {'pending': 0, 'interrupted': 0, 'finished': 0}
     for rec in records:
         job = _rebuild_job(rec)
         self._jobs[job.id] = job
-        if job.status is JobStatus.PENDING and rec.get('sent_at') is not None:  # a worker had it: it may have run
-            job.status = JobStatus.RUNNING
+        note = "the job manager stopped while it ran"
+        if job.status is JobStatus.PENDING and rec.get('sent_at') is not None:  # it was on its way to a worker: it may have run
+            job.status, note = JobStatus.RUNNING, "the job manager stopped as it handed the job to a worker (it may have run)"
         if job.status is JobStatus.RUNNING:
             counts['interrupted'] += 1
             now = _now()
@@ -751,9 +776,7 @@ def _send_job(self: BaseJobManager, slot: _Slot, job: BaseJob) -> Tuple[int, byt
     payload, config, key = work = self._payloads.pop(job.id)
     req_id = next(self._req_ids)
     stream = self.supports_streaming and self._plugins.get(key, {}).get('streaming', True)
-    if self._store is not None:  # it may run from now on: the store must know before the worker does
-        self._store.mark_sent(job)
-        self._gate_until_written()
+    if self._store is not None: self._mark_before_sending(job)  # it may run from now on: the store must know before the worker does
     try: self._send(slot.handle, ExecuteRequest(req_id, job.id, key, payload, config, stream))
     except ConnectionError: pass  # the worker just died: its exit fails or requeues this job
     if job.max_retries: self._kept[job.id] = work  # to send it again if it fails
@@ -811,14 +834,14 @@ def _can_take_ahead(self: BaseJobManager, slot: _Slot, now: float) -> bool:
     "Whether a busy worker can be sent a job ahead: its current job is short and has not run long, it is not held or to be recycled."
     cfg = self.config
     if slot.state != 'busy' or slot.job is None or slot.held is not None or slot.recycle is not None: return False
-    if len(slot.ahead) >= cfg.prefetch or now - slot.started >= cfg.prefetch_max_runtime: return False
+    if len(slot.ahead) >= self._ahead_cap or now - slot.started >= cfg.prefetch_max_runtime: return False
     if cfg.max_jobs_per_worker is not None and slot.jobs_run + 1 + len(slot.ahead) >= cfg.max_jobs_per_worker: return False
     return self._is_short(slot.job.plugin_id)
 
 @patch
 def _send_ahead(self: BaseJobManager) -> None:
     "Send queued short jobs to busy workers running short jobs, to the least loaded first, up to `prefetch` each."
-    cap, queue = self.config.prefetch, self._queue
+    cap, queue = self._ahead_cap, self._queue
     if len(self._sent_ahead) >= cap * len(self._slots): return  # every worker has its fill
     now = self._loop.time()
     open_slots = [s for s in self._slots if self._can_take_ahead(s, now)]
@@ -842,7 +865,7 @@ def _requeue_ahead(self: BaseJobManager, slot: _Slot) -> None:
         if sent.job.status is JobStatus.PENDING:
             self._payloads[sent.job.id] = sent.work
             heapq.heappush(self._queue, sent.entry)
-            if self._store is not None: self._store.mark_sent(sent.job, False)  # its worker never started it
+            if self._store is not None: self._store.mark_sent(sent.job, False); self._marked.discard(sent.job.id)  # never started
     slot.ahead.clear(); slot.withdrawals.clear()
 
 # %% ../../nbs/managers/base.ipynb #7714c84f
@@ -869,7 +892,7 @@ def _on_withdrawn(self: BaseJobManager, slot: _Slot, sent: _Sent, dropped: bool)
     if job.status is JobStatus.PENDING:
         self._payloads[job.id] = sent.work
         heapq.heappush(self._queue, sent.entry)
-        if self._store is not None: self._store.mark_sent(job, False)  # dropped unrun: it is plainly pending again
+        if self._store is not None: self._store.mark_sent(job, False); self._marked.discard(job.id)  # dropped unrun: plainly pending again
     if slot.held is sent: self._advance(slot)
     self._dispatch()
 
@@ -1239,7 +1262,7 @@ async def _start_jobs(self: BaseJobManager, plugin_id: str, batch: Sequence[Dict
         self._pending += 1
         self._job_event(job)
     self._dispatch()
-    if store is not None and store.wait_for_disk: await store.committed()
+    if store is not None and store.wait_for_disk: await store.committed(new_only=True)
     return [job for job, _ in made]
 
 # %% ../../nbs/managers/base.ipynb #13801ad3
@@ -1534,8 +1557,10 @@ def _refuse_waiters(self: BaseJobManager) -> None:
 def _stop_everything(self: BaseJobManager, grace: float, on_its_loop: bool) -> None:
     "Refuse waiting calls, cancel every unfinished job, stop every worker and reap it (killing it after `grace`); blocking."
     self._refuse_waiters()
-    for _, msg in self._gated or ():  # never reached their workers: plainly pending for the next manager
-        job = self._jobs.get(getattr(msg, 'job_id', None)) if type(msg) is ExecuteRequest else None
+    unsent = {msg.job_id for _, msg in self._gated or () if type(msg) is ExecuteRequest}  # held at the gate: never reached a worker
+    unsent |= {i for i in self._marked | self._marking if i in self._payloads}  # marked ahead of time, still queued
+    for job_id in unsent:  # plainly pending for the next manager
+        job = self._jobs.get(job_id)
         if job is not None and job.status is JobStatus.PENDING: self._store.mark_sent(job, False)
     self._gated = None
     end = self._cancel if self._store is None else self._leave_for_next  # a durable store keeps unfinished jobs for the next manager
