@@ -65,11 +65,12 @@ def test_shutdown_during_a_replacement_unregisters_only_registered_workers(delay
     log, rec = ResourceLog(), Recorder()
     async def main():
         m = manager(max_workers=1, resources=log, broadcaster=rec)
-        crashed = await m.wait_for_job((await m.start_job('crash', how='kill')).id, 30)
-        assert m.get_workers()[0]['state'] in ('starting', 'restarting')  # the replacement is on its way
-        await asyncio.sleep(delay)  # shut down at this instant of the replacement's start
-        assert m.get_workers()[0]['state'] == 'starting'
-        await m.shutdown()
+        try:
+            crashed = await m.wait_for_job((await m.start_job('crash', how='kill')).id, 30)
+            assert m.get_workers()[0]['state'] in ('placing', 'starting', 'restarting')  # the replacement is on its way
+            await asyncio.sleep(delay)  # shut down at this instant of the replacement's start
+            assert m.get_workers()[0]['state'] in ('placing', 'starting')
+        finally: await m.shutdown()
         return crashed
     assert run(main()).status == JobStatus.FAILED
     _balanced(log, rec)

@@ -7,21 +7,27 @@ __all__ = ['logger', 'WorkerHandle', 'WorkerBackend', 'describe_exit', 'ProcessW
 
 # %% ../../nbs/core/backend.ipynb #845fabb9
 import asyncio, logging, multiprocessing, os, select, signal, socket, time
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, List, Optional, Protocol, runtime_checkable
 from .protocol import FrameDecoder, encode_message
 from .worker import run_worker
 
 # %% ../../nbs/core/backend.ipynb #523a612e
 logger = logging.getLogger(__name__)
+_HOST = socket.gethostname()
 
 # %% ../../nbs/core/backend.ipynb #a3631e79
 @runtime_checkable
 class WorkerHandle(Protocol):
-    "One running worker, as the scheduler sees it."
-    pid: Optional[int]  # Process id (or another backend's worker id) once started
+    "One worker, as the scheduler sees it."
+    worker_id: str  # Unique across machines (a pid alone is not)
+    pid: Optional[int]  # Its process id, where there is one
+    node: Optional[str]  # The host or node it runs on
+    gpu_ids: List[Any]  # The GPUs it was given, if any
+    placed: bool  # Whether it has somewhere to run yet (a cluster may make it wait for a free GPU)
+    end_cause: Optional[str]  # Once it has ended: why, in the backend's words
 
     def send(self, msg: Any) -> None:
-        "Queue a request for the worker without blocking."
+        "Queue a request for the worker without blocking; ConnectionError once it is gone."
         ...
 
     def terminate(self) -> None:
@@ -34,18 +40,19 @@ class WorkerHandle(Protocol):
 
     @property
     def alive(self) -> bool:
-        "Whether the worker has not yet been seen to end."
+        "Whether the worker has not yet been reported to have ended."
         ...
 
 @runtime_checkable
 class WorkerBackend(Protocol):
-    "Starts workers; each reports its messages and its end through callbacks on the event loop."
+    "Starts workers; each reports its placement, its messages and its end through callbacks on the event loop."
     async def start_worker(self,
                            entry_point: Callable[[], Any],  # Builds the worker's plugin manager, in the worker
                            on_message: Callable[[Any, Any], None],  # Called as on_message(handle, reply) for every reply
-                           on_exit: Callable[[Any, Optional[int]], None],  # Called once as on_exit(handle, exitcode)
+                           on_exit: Callable[[Any, Optional[int]], None],  # Called once as on_exit(handle, exitcode or None)
+                           on_placed: Optional[Callable[[Any], None]] = None,  # Called once as on_placed(handle) when it has a place to run
                           ) -> WorkerHandle:
-        "Start a worker; its ReadyReply (or ErrorReply) arrives through `on_message`."
+        "Start a worker; once placed, its ReadyReply (or ErrorReply) arrives through `on_message`."
         ...
 
     def stop_all(self,
@@ -100,6 +107,7 @@ class ProcessWorker:
         self.process, self.loop, self.outbox = process, loop, outbox or _Outbox()
         self.on_message, self.on_exit = on_message, on_exit
         self.pid: Optional[int] = None
+        self.worker_id, self.node, self.gpu_ids, self.placed = '', _HOST, [], True  # a local process is placed at once
         self.exitcode: Optional[int] = None
         self.transport = None
         self.watched_fd: Optional[int] = None  # the descriptor the loop watches for the process's end
@@ -121,6 +129,11 @@ class ProcessWorker:
 
     @property
     def alive(self) -> bool: return not self._reported
+
+    @property
+    def end_cause(self) -> Optional[str]:
+        "How the process ended, once it has (e.g. 'killed by signal SIGKILL (exit code -9)')."
+        return describe_exit(self.exitcode) if self._reaped else None
 
     def __repr__(self): return f"<ProcessWorker pid={self.pid} {'alive' if self.alive else describe_exit(self.exitcode)}>"
 
@@ -206,6 +219,7 @@ class ProcessBackend:
                            entry_point: Callable[[], Any],  # Builds the plugin manager inside the worker
                            on_message: Callable,  # on_message(handle, reply)
                            on_exit: Callable,  # on_exit(handle, exitcode)
+                           on_placed: Optional[Callable] = None,  # on_placed(handle): a local process is placed at once
                           ) -> ProcessWorker:
         "Start a worker process and connect to it."
         loop = asyncio.get_running_loop()
@@ -225,12 +239,13 @@ class ProcessBackend:
             self.workers.discard(handle)
             on_exit(handle, exitcode)
         worker = ProcessWorker(process, loop, on_message, exited, self.outbox)
-        worker.pid = process.pid
+        worker.pid, worker.worker_id = process.pid, f"{_HOST}:{process.pid}"
         self.processes.add(process); self.workers.add(worker)
         worker.watched_fd = _exit_descriptor(process, self.start_method)
         loop.add_reader(worker.watched_fd, _process_gone, worker)
         ours.setblocking(False)
         worker.transport, _ = await loop.connect_accepted_socket(lambda: _Connection(worker), ours)
+        if on_placed is not None: on_placed(worker)
         return worker
 
     def stop_all(self,

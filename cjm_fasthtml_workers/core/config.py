@@ -51,7 +51,8 @@ class WorkerConfig:
     max_queue_size: Optional[int] = None  # Most pending jobs; `start_job` refuses more. None means no limit (alias: request_queue_size, 0 meaning none)
     max_history: Optional[int] = 1000  # Most finished jobs kept for `get_job`; the oldest finished are forgotten first. None keeps all
     history_max_age: Optional[float] = None  # Seconds a finished job is kept; None means no age limit
-    worker_start_timeout: float = 60.0  # Seconds a new worker may take to load its plugins and report ready (alias: worker_start_timeout_seconds)
+    worker_start_timeout: float = 60.0  # Seconds a new worker may take, once placed, to load its plugins and report ready (alias: worker_start_timeout_seconds)
+    placement_timeout: Optional[float] = None  # Seconds a new worker may wait to be placed (a cluster with no free GPU); None waits as long as it takes
     reload_timeout: float = 30.0  # Seconds `reload_plugin` waits for the workers (alias: reload_timeout_seconds)
     unload_timeout: float = 10.0  # Seconds `unload_plugin` waits for the workers (alias: unload_timeout_seconds)
     cancel_grace: float = 1.0  # Seconds between asking a worker to stop (SIGTERM) and killing it (SIGKILL)
@@ -88,6 +89,7 @@ def _config_problems(self: WorkerConfig) -> List[str]:
          _number_problem('max_history', self.max_history, 0, allow_none=True, integer=True),
          _number_problem('history_max_age', self.history_max_age, 0, allow_none=True),
          _number_problem('worker_start_timeout', self.worker_start_timeout, 0, strict=True),
+         _number_problem('placement_timeout', self.placement_timeout, 0, allow_none=True, strict=True),
          _number_problem('reload_timeout', self.reload_timeout, 0, strict=True),
          _number_problem('unload_timeout', self.unload_timeout, 0, strict=True),
          _number_problem('cancel_grace', self.cancel_grace, 0),

@@ -184,7 +184,10 @@ class _Slot:
         self.index = index
         self.handle = None  # WorkerHandle of the current worker
         self.pid: Optional[int] = None  # the current worker's pid; None while the slot has no live worker
-        self.state = 'new'  # new, starting, idle, busy, standby, stopping, restarting, retired, stopped
+        self.worker_id: Optional[str] = None  # the current worker's id (unique across machines), node and GPUs
+        self.node: Optional[str] = None
+        self.gpu_ids: List[Any] = []
+        self.state = 'new'  # new, placing, starting, idle, busy, standby, stopping, restarting, retired, stopped
         self.job: Optional[BaseJob] = None
         self.req_id = 0
         self.config: Optional[Dict[str, Any]] = None  # the configuration the current job was sent with
@@ -216,6 +219,8 @@ class _Slot:
         live = self.handle is not None
         running = self.job if self.job is not None and self.job.status is JobStatus.RUNNING else None
         return {'slot': self.index, 'pid': self.pid if live else None, 'state': self.state, 'standby': self.standby,
+                'worker_id': self.worker_id if live else None, 'node': self.node if live else None,
+                'gpu_ids': list(self.gpu_ids) if live else [],
                 'job_id': running.id if running else None, 'plugin_id': running.plugin_id if running else None,
                 'sent_ahead': len(self.ahead) + (self.held is not None), 'jobs_run': self.jobs_run if live else 0,
                 'rss': self.rss if live else None, 'since': self.worker_since.isoformat() if live and self.worker_since else None,
@@ -400,7 +405,8 @@ def _job_event(self: BaseJobManager, job: BaseJob, **extra) -> None:
 @patch
 def _worker_event(self: BaseJobManager, event: str, slot: _Slot, status: str, **extra) -> None:
     if self._events is not None:
-        self._events.emit(f'{self.worker_type}:worker:{event}', {'pid': slot.pid, 'status': status, 'slot': slot.index, 'worker_type': self.worker_type,
+        self._events.emit(f'{self.worker_type}:worker:{event}', {'pid': slot.pid, 'worker_id': slot.worker_id, 'node': slot.node,
+                                                                 'status': status, 'slot': slot.index, 'worker_type': self.worker_type,
                                                                  'restarts': slot.restarts, 'timestamp': _now().isoformat(), **extra})
 
 @patch
@@ -612,9 +618,9 @@ def _last_start_error(self: BaseJobManager) -> str:
 async def _launch(self: BaseJobManager, slot: _Slot) -> None:
     "Start a worker in a slot; its ReadyReply makes it idle."
     if self._closed: return
-    slot.state, slot.job, slot.stop_reason, slot.launching = 'starting', None, None, True
+    slot.state, slot.job, slot.stop_reason, slot.launching = 'placing', None, None, True
     slot.announced, slot.jobs_run, slot.rss, slot.recycle = False, 0, None, None
-    try: handle = await self.backend.start_worker(self.get_worker_entry_point(), self._on_message, self._on_exit)
+    try: handle = await self.backend.start_worker(self.get_worker_entry_point(), self._on_message, self._on_exit, self._on_placed)
     except Exception as e:
         slot.launching = False
         logger.exception("could not start a %s worker", self.worker_type)
@@ -624,9 +630,31 @@ async def _launch(self: BaseJobManager, slot: _Slot) -> None:
     if self._closed:  # shut down while this worker was starting: `shutdown` has stopped it (or the last sweep will)
         slot.state = 'stopped'
         return handle.kill() if handle.alive else None
-    slot.handle, slot.pid = handle, handle.pid
+    slot.handle, slot.pid, slot.worker_id, slot.node, slot.gpu_ids = handle, handle.pid, handle.worker_id, handle.node, list(handle.gpu_ids)
     self._by_handle[handle] = slot
+    if handle.placed: self._placed(slot, handle)
+    elif self.config.placement_timeout is not None:
+        slot.timer = self._loop.call_later(self.config.placement_timeout, self._placement_timed_out, slot, handle)
+
+@patch
+def _on_placed(self: BaseJobManager, handle) -> None:
+    "The backend found the worker somewhere to run (called during `start_worker` for a local process)."
+    slot = self._by_handle.get(handle)
+    if slot is not None and slot.handle is handle and slot.state == 'placing': self._placed(slot, handle)
+
+@patch
+def _placed(self: BaseJobManager, slot: _Slot, handle) -> None:
+    slot.cancel_timer()
+    slot.state, slot.pid, slot.node, slot.gpu_ids = 'starting', handle.pid, handle.node, list(handle.gpu_ids)
     slot.timer = self._loop.call_later(self.config.worker_start_timeout, self._start_timed_out, slot, handle)
+
+@patch
+def _placement_timed_out(self: BaseJobManager, slot: _Slot, handle) -> None:
+    if slot.handle is handle and slot.state == 'placing':
+        message = f"no place to run a worker was found within {self.config.placement_timeout}s (placement_timeout)"
+        logger.error("%s worker %s: %s; giving it up", self.worker_type, handle.worker_id, message)
+        slot.start_error = {'type': 'PlacementTimeout', 'message': message, 'traceback': None}
+        handle.kill()
 
 @patch
 def _start_timed_out(self: BaseJobManager, slot: _Slot, handle) -> None:
@@ -966,7 +994,7 @@ def _on_exit(self: BaseJobManager, handle, exitcode: Optional[int]) -> None:
     job, reason, pid = slot.job, slot.stop_reason, slot.pid
     slot.handle, slot.job = None, None
     self._requeue_ahead(slot)
-    cause = describe_exit(exitcode)
+    cause = getattr(handle, 'end_cause', None) or describe_exit(exitcode)
     during_job = job is not None and job.status is JobStatus.RUNNING
     if during_job:
         self._fail(job, f"the worker process (pid {pid}) {cause} while running the job",
@@ -981,7 +1009,7 @@ def _on_exit(self: BaseJobManager, handle, exitcode: Optional[int]) -> None:
                             'message': f"a worker process (pid {pid}) {cause} before it was ready{self._bootstrap_hint()}"}
     if reason is None and not self._closed:
         logger.warning("%s worker %s %s", self.worker_type, pid, cause)
-    slot.announced, slot.pid, slot.rss = False, None, None
+    slot.announced, slot.pid, slot.rss, slot.worker_id, slot.node, slot.gpu_ids = False, None, None, None, None, []
     self._after_worker_end(slot, stopped_by_manager=reason in ('cancelled', 'timeout', 'recycled'), during_job=during_job)
     self._dispatch()
 
@@ -1033,6 +1061,7 @@ def _promote_standby(self: BaseJobManager, slot: _Slot) -> bool:
     spare = next((s for s in self._standby if s.state == 'standby'), None)
     if spare is None: return False
     slot.handle, slot.pid, slot.state, slot.restarts = spare.handle, spare.pid, 'idle', slot.restarts + 1
+    slot.worker_id, slot.node, slot.gpu_ids = spare.worker_id, spare.node, spare.gpu_ids
     slot.announced, slot.worker_since, slot.jobs_run, slot.rss, slot.recycle = True, spare.worker_since, 0, spare.rss, None
     self._by_handle[slot.handle] = slot
     spare.handle = spare.pid = None
