@@ -165,24 +165,45 @@ class BlockingChannel:
         self.sock, self._decoder = sock, FrameDecoder()
         self.inbox: deque = deque()  # whole messages received and not yet taken
         self.closed = False  # the other end has closed the connection
+        self.cancels = 0  # CancelRequests in `inbox`: a worker checks this before looking through it
         self._sending = threading.Lock()  # two threads' frames must not interleave
+        self.held: List[bytes] = []  # frames held back by `hold`, sent with the next `send` or `flush`
 
     def send(self, msg: Any):
-        "Send one message."
+        "Send one message (after any held back, in order)."
         frame = encode_message(msg)
-        with self._sending: self.sock.sendall(frame)
+        with self._sending:
+            if self.held: self.held.append(frame); frame = b''.join(self.held); self.held.clear()
+            self.sock.sendall(frame)
+
+    def hold(self, msg: Any):
+        "Queue a message to go out with the next `send` or `flush`: one write for many replies."
+        frame = encode_message(msg)
+        with self._sending: self.held.append(frame)
+
+    def flush(self):
+        "Send the messages held back."
+        with self._sending:
+            if self.held:
+                frames = b''.join(self.held); self.held.clear()
+                self.sock.sendall(frames)
 
     def _read(self) -> None:
         data = self.sock.recv(1 << 18)
-        if not data: self.closed = True
-        else: self.inbox.extend(self._decoder.feed(data))
+        if not data: self.closed = True; return
+        messages = self._decoder.feed(data)
+        self.inbox.extend(messages)
+        for m in messages:
+            if type(m) is CancelRequest: self.cancels += 1
 
     def recv(self) -> Any:
         "Receive one message, blocking; EOFError when the other end closed."
         while not self.inbox:
             if self.closed: raise EOFError("the manager closed the connection")
             self._read()
-        return self.inbox.popleft()
+        msg = self.inbox.popleft()
+        if type(msg) is CancelRequest: self.cancels -= 1
+        return msg
 
     def read_available(self) -> None:
         "Move every message that has already arrived into `inbox`, without blocking."

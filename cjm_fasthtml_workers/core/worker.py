@@ -37,6 +37,7 @@ def report_progress(
 class WorkerLoop:
     "Answer manager requests with a plugin manager, one job at a time, with a watcher thread for what arrives meanwhile."
     WATCH_INTERVAL = 0.02  # Seconds between the watcher's looks at the connection while a job runs
+    SHORT = 0.001  # Jobs of plugins whose recent jobs took less than this many seconds have their result held back for one write
     STATS_INTERVAL = 1.0  # Seconds between reports of the worker's memory use
 
     def __init__(self,
@@ -47,6 +48,7 @@ class WorkerLoop:
         self.loaded: Dict[str, Any] = {}  # plugin id -> the configuration it was loaded with
         self.running: Optional[ExecuteRequest] = None  # the job being run, if any
         self.jobs_run = 0
+        self.runtimes: Dict[str, float] = {}  # plugin id -> recent run time, seconds (smoothed)
         self.lock = threading.Lock()  # the inbox is shared with the watcher thread
         self._done = threading.Event()
 
@@ -68,6 +70,7 @@ def _serve_requests(self: WorkerLoop) -> None:
     "The loop's thread: take requests in order and answer each."
     handlers = {ExecuteRequest: self.execute, ReloadRequest: self.reload, UnloadRequest: self.unload, StateRequest: self.state}
     while True:
+        if not self.channel.inbox and self.channel.held: self.channel.flush()  # nothing more to do now: answer what was held
         with self.lock:
             try: msg = self.channel.recv()
             except (EOFError, OSError): return
@@ -110,7 +113,7 @@ def _run_stream(self: WorkerLoop, req: ExecuteRequest, params: Dict[str, Any]) -
 def _execute(self: WorkerLoop, req: ExecuteRequest) -> None:
     "Run one job and send its result, or its error."
     global _current_job
-    self.running = req
+    self.running, started = req, time.perf_counter()
     try:
         params = pickle.loads(req.params)
         _ensure_loaded(self, req.plugin_id, req.config)
@@ -123,12 +126,21 @@ def _execute(self: WorkerLoop, req: ExecuteRequest) -> None:
     finally:
         _current_job, self.running = None, None
         self.jobs_run += 1
-    try: self.channel.send(reply)
+        took, recent = time.perf_counter() - started, self.runtimes.get(req.plugin_id)
+        self.runtimes[req.plugin_id] = took if recent is None else 0.7 * recent + 0.3 * took
+    try: self.channel.hold(reply) if self._next_is_short() else self.channel.send(reply)
     except (pickle.PicklingError, TypeError, AttributeError) as e:
         err = TypeError(f"the result of plugin {req.plugin_id!r} ({type(reply.data).__name__}) cannot be sent to the manager: {e}")
         self.channel.send(ErrorReply(req.req_id, req.job_id, {**error_info(err, False), 'permanent': True}))
 
-WorkerLoop.execute = _execute
+def _next_is_short(self: WorkerLoop) -> bool:
+    "Whether the next request waiting is a job that should take no time: then this result can wait for it, in one write."
+    inbox = self.channel.inbox
+    if not inbox or type(inbox[0]) is not ExecuteRequest: return False
+    recent = self.runtimes.get(inbox[0].plugin_id)
+    return recent is not None and recent < self.SHORT
+
+WorkerLoop.execute, WorkerLoop._next_is_short = _execute, _next_is_short
 
 # %% ../../nbs/core/worker.ipynb #7d2e61c9
 def _rss() -> int:
@@ -157,12 +169,14 @@ def _job_error(exc: BaseException) -> Dict[str, Any]:
 # %% ../../nbs/core/worker.ipynb #3caeea87
 def _take_cancels(self: WorkerLoop, next_job: Optional[ExecuteRequest] = None) -> bool:
     "Read what has arrived and answer its cancels; True when `next_job`, about to start, was cancelled (then it is dropped). Call with `lock` held."
-    self.channel.read_available()
-    inbox = self.channel.inbox
-    if not any(type(m) is CancelRequest for m in inbox): return False
+    channel = self.channel
+    channel.read_available()
+    if not channel.cancels: return False  # (counted as they arrive: no need to look through a long inbox for none)
+    inbox = channel.inbox
     cancels = [m for m in inbox if type(m) is CancelRequest]
     rest = [m for m in inbox if type(m) is not CancelRequest]
     inbox.clear(); inbox.extend(rest)
+    channel.cancels = 0
     return self.answer_cancels(cancels, next_job)
 
 def _answer_cancels(self: WorkerLoop, cancels: List[CancelRequest], next_job: Optional[ExecuteRequest] = None) -> bool:
@@ -186,6 +200,7 @@ def _watch(self: WorkerLoop) -> None:
     while not self._done.wait(self.WATCH_INTERVAL):
         try:
             job = self.running
+            if job is not None and self.channel.held: self.channel.flush()  # results held for a job that turned out long
             if job is not None and self.channel.poll(0):
                 with self.lock:
                     if self.running is job: self.take_cancels()

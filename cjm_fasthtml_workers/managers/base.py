@@ -78,12 +78,12 @@ class BaseJob:
     attempts: List[Dict[str, Any]] = field(default_factory=list)  # One entry per failed attempt that was retried: 'attempt', 'error', times, 'worker_pid'
 
     def __post_init__(self):
-        if not isinstance(self.status, JobStatus):
+        if type(self.status) is not JobStatus:
             try: self.status = JobStatus(self.status)
             except ValueError:
                 raise ValueError(f"status must be one of {', '.join(s.value for s in JobStatus)}, got {self.status!r}") from None
-        if isinstance(self.created_at, str): self.created_at = _parse_time(self.created_at, 'created_at')
-        if not self.transitions: self.transitions.append((self.status.value, self.created_at))
+        if type(self.created_at) is str: self.created_at = _parse_time(self.created_at, 'created_at')
+        if not self.transitions: self.transitions.append((_STATUS_NAMES[self.status], self.created_at))
 
     @property
     def is_terminal(self) -> bool:
@@ -277,6 +277,7 @@ class BaseJobManager(ABC, Generic[JobType]):
         self._commands: Dict[int, asyncio.Future] = {}
         self._tasks: set = set()
         self._id_pool: List[bytes] = []  # random bytes for the next job ids
+        self._retired = 0  # pool slots the restart policy has given up
         self._keys: Dict[str, str] = {}  # job plugin id -> the key its workers know it by (a name-keyed manager's name)
         self._names: Dict[str, str] = {}  # job plugin id -> its display name, from the registry
         self._loop = self._ready = None
@@ -1034,6 +1035,7 @@ def _after_worker_end(self: BaseJobManager, slot: _Slot, stopped_by_manager: boo
     if delay == 0 and not slot.standby and self._promote_standby(slot): return
     if delay is None:
         slot.state = 'retired'
+        if not slot.standby: self._retired += 1
         logger.error("%s worker slot %d retired: %s", self.worker_type, slot.index, self._policy_gave_up())
         self._check_ready()
         return self._check_capacity()
@@ -1076,7 +1078,7 @@ def _promote_standby(self: BaseJobManager, slot: _Slot) -> bool:
 @patch
 def _check_capacity(self: BaseJobManager) -> None:
     "With every slot retired, fail what is pending and refuse new jobs."
-    if any(s.state != 'retired' for s in self._slots): return
+    if self._retired < len(self._slots): return
     message = self._no_workers_message()
     if not self._ready.done(): self._ready.set_exception(NoWorkersError(message))
     while self._queue:
@@ -1167,7 +1169,10 @@ def _looks_large(params: Dict[str, Any]) -> bool:
         if total > _LARGE_PARAMS: return True
     return False
 
+_EMPTY_PARAMS = pickle.dumps({}, pickle.HIGHEST_PROTOCOL)
+
 def _pickle_params(plugin_id: str, params: Dict[str, Any]) -> bytes:
+    if not params: return _EMPTY_PARAMS
     try: return pickle.dumps(params, pickle.HIGHEST_PROTOCOL)
     except Exception as e:
         for name, value in params.items():
@@ -1242,30 +1247,40 @@ async def start_jobs(self: BaseJobManager,
         batch.append(dict(p))
     return await self._start_jobs(plugin_id, batch, priority, owner, max_retries, retry_backoff)
 
+def _option_problem(max_retries, retry_backoff, plugin_id, priority, owner) -> Optional[Exception]:
+    "Why start_job's own arguments are refused, or None."
+    if max_retries is not None and (isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0):
+        return ValueError(f"max_retries must be an integer >= 0 or None, got {max_retries!r}")
+    if retry_backoff is not None and (isinstance(retry_backoff, bool) or not isinstance(retry_backoff, (int, float)) or retry_backoff < 0):
+        return ValueError(f"retry_backoff must be a number >= 0 or None, got {retry_backoff!r}")
+    if type(plugin_id) is not str or not plugin_id:
+        return ValueError(f"plugin_id must be a non-empty string, got {plugin_id!r}")
+    if type(priority) is not int:
+        if isinstance(priority, bool) or not isinstance(priority, int): return TypeError(f"priority must be an integer, got {priority!r}")
+    if owner is not None and not isinstance(owner, str): return TypeError(f"owner must be a string or None, got {owner!r}")
+    return None
+
 @patch
 async def _start_jobs(self: BaseJobManager, plugin_id: str, batch: Sequence[Dict[str, Any]], priority: int, owner: Optional[str],
                       max_retries: Optional[int] = None, retry_backoff: Optional[float] = None) -> List[BaseJob]:
     if self._closed: raise ManagerClosedError(f"{type(self).__name__} has been shut down; create a new manager")
-    if self._store is not None and self._store.failed is not None: raise self._store.failed
-    if max_retries is not None and (isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0):
-        raise ValueError(f"max_retries must be an integer >= 0 or None, got {max_retries!r}")
-    if retry_backoff is not None and (isinstance(retry_backoff, bool) or not isinstance(retry_backoff, (int, float)) or retry_backoff < 0):
-        raise ValueError(f"retry_backoff must be a number >= 0 or None, got {retry_backoff!r}")
-    if not isinstance(plugin_id, str) or not plugin_id:
-        raise ValueError(f"plugin_id must be a non-empty string, got {plugin_id!r}")
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise TypeError(f"priority must be an integer, got {priority!r}")
-    if owner is not None and not isinstance(owner, str): raise TypeError(f"owner must be a string or None, got {owner!r}")
-    if self._ready is None or not self._ready.done() or self._ready.exception() is not None: await self.start()
-    else: self._check_loop()
-    if all(s.state == 'retired' for s in self._slots): raise NoWorkersError(self._no_workers_message())
-    key, config, _ = await self._resolve_plugin(plugin_id)
-    plugin = self._plugins.get(key, {})
+    store = self._store
+    if store is not None and store.failed is not None: raise store.failed
+    problem = _option_problem(max_retries, retry_backoff, plugin_id, priority, owner)
+    if problem is not None: raise problem
+    ready = self._ready
+    if ready is None or not ready.done() or ready.exception() is not None: await self.start()
+    elif asyncio.get_running_loop() is not self._loop: self._check_loop()
+    if self._retired == len(self._slots): raise NoWorkersError(self._no_workers_message())
+    if self.plugin_registry is None and plugin_id in self._plugins:  # the common case, without a coroutine
+        key, config = plugin_id, self._config_overrides.get(plugin_id, _NO_CONFIG)
+    else: key, config, _ = await self._resolve_plugin(plugin_id)
+    plugin = self._plugins.get(key, _NO_CONFIG)
     if max_retries is None: max_retries = plugin.get('max_retries', self.config.max_retries)
     if retry_backoff is None: retry_backoff = plugin.get('retry_backoff', self.config.retry_backoff)
     if config:
-        problem = await self._validate_resources(plugin_id, config)
-        if problem: raise RuntimeError(f"Resource validation failed: {problem}")
+        refusal = await self._validate_resources(plugin_id, config)
+        if refusal: raise RuntimeError(f"Resource validation failed: {refusal}")
     limit = self.config.max_queue_size
     if limit is not None and self._pending + len(batch) > limit:
         raise QueueFullError(f"{self._pending} jobs are already pending (max_queue_size={limit}); try again later")
@@ -1275,24 +1290,26 @@ async def _start_jobs(self: BaseJobManager, plugin_id: str, batch: Sequence[Dict
         if not isinstance(job, BaseJob):
             raise TypeError(f"{type(self).__name__}.create_job must return a BaseJob, got {type(job).__name__}")
         request = self.prepare_execute_request(job)
-        if not isinstance(request, dict):
+        if type(request) is not dict and not isinstance(request, dict):
             raise TypeError(f"{type(self).__name__}.prepare_execute_request must return a dict, got {type(request).__name__}")
-        if _looks_large(request): payload = await asyncio.to_thread(_pickle_params, plugin_id, request)
+        if request and _looks_large(request): payload = await asyncio.to_thread(_pickle_params, plugin_id, request)
         else: payload = _pickle_params(plugin_id, request)
         made.append((job, payload))
     if self._closed: raise ManagerClosedError(f"{type(self).__name__} has been shut down; create a new manager")
-    store = self._store
+    jobs, payloads, queue, seq, announce = self._jobs, self._payloads, self._queue, self._seq, self._events is not None
     for job, payload in made:
         job.priority, job.owner, job.max_retries, job.retry_backoff = priority, owner, max_retries, retry_backoff
-        self._jobs[job.id] = job
-        self._payloads[job.id] = work = (payload, config, key)
+        jobs[job.id] = job
+        payloads[job.id] = work = (payload, config, key)
         if store is not None: store.add(job, work)
-        heapq.heappush(self._queue, (-priority, next(self._seq), job))
-        self._pending += 1
-        self._job_event(job)
+        heapq.heappush(queue, (-priority, next(seq), job))
+        if announce: self._job_event(job)
+    self._pending += len(made)
     self._dispatch()
     if store is not None and store.wait_for_disk: await store.committed(new_only=True)
     return [job for job, _ in made]
+
+_NO_CONFIG: Dict[str, Any] = {}  # (shared, never changed: a plugin run without configuration)
 
 # %% ../../nbs/managers/base.ipynb #13801ad3
 @patch
