@@ -40,7 +40,7 @@ class WorkerConfig:
     "Settings for a job manager's worker pool, queue, restarts, timeouts and history."
     max_workers: int = 1  # Number of worker processes
     standby_workers: int = 0  # Extra started workers kept ready to replace a stopped or crashed one at once
-    prefetch: int = 8  # Most short jobs sent ahead to a busy worker, so it never waits for the manager between them; 0 turns this off
+    prefetch: int = 32  # Most short jobs sent ahead to a busy worker, so it never waits for the manager between them (fewer for longer jobs: about `prefetch_max_runtime` seconds of work); 0 turns this off
     prefetch_max_runtime: float = 0.01  # Only jobs of plugins whose recent jobs took less than this many seconds are sent ahead
     start_method: str = 'spawn'  # How worker processes start: 'spawn' (safe with threads and GPU libraries), 'fork' or 'forkserver'
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS  # When an ended worker is replaced

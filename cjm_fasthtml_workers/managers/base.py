@@ -298,7 +298,7 @@ class BaseJobManager(ABC, Generic[JobType]):
         self._marked: set = set()  # ids of pending jobs whose `sent` mark the store has written: they go to a worker at once
         self._marking: set = set()  # ids whose mark is being written
         # Requests wait for the store's commit, so a worker needs more work in hand to stay busy meanwhile
-        self._ahead_cap = self.config.prefetch * (8 if self._store is not None else 1)
+        self._ahead_cap = self.config.prefetch * (2 if self._store is not None else 1)  # deeper with a store: a request may wait for its sent mark
         self._retry_timers: Dict[str, Any] = {}
         if self._store is not None:
             self._store.extra_fields = _extra_fields
@@ -863,9 +863,18 @@ def _can_take_ahead(self: BaseJobManager, slot: _Slot, now: float) -> bool:
     "Whether a busy worker can be sent a job ahead: its current job is short and has not run long, it is not held or to be recycled."
     cfg = self.config
     if slot.state != 'busy' or slot.job is None or slot.held is not None or slot.recycle is not None: return False
-    if len(slot.ahead) >= self._ahead_cap or now - slot.started >= cfg.prefetch_max_runtime: return False
+    if now - slot.started >= cfg.prefetch_max_runtime: return False
     if cfg.max_jobs_per_worker is not None and slot.jobs_run + 1 + len(slot.ahead) >= cfg.max_jobs_per_worker: return False
-    return self._is_short(slot.job.plugin_id)
+    recent = self._runtimes.get(slot.job.plugin_id)
+    if recent is None or recent >= cfg.prefetch_max_runtime: return False
+    return len(slot.ahead) < self._ahead_depth(recent)
+
+@patch
+def _ahead_depth(self: BaseJobManager, runtime: float) -> int:
+    "How many jobs of about `runtime` seconds each may wait at a busy worker: `prefetch` at most, and about `prefetch_max_runtime` seconds of work."
+    cap = self._ahead_cap
+    if runtime * cap <= self.config.prefetch_max_runtime: return cap
+    return max(1, int(self.config.prefetch_max_runtime / runtime))
 
 @patch
 def _send_ahead(self: BaseJobManager) -> None:
