@@ -112,6 +112,7 @@ def execute_plugin_stream(self: PluginSet, plugin_id: str, **params) -> Iterator
     if not hasattr(plugin, 'execute_stream'): raise TypeError(f"plugin {plugin_id!r} does not stream")
     return plugin.execute_stream(**params)
 
+# %% ../../nbs/core/adapters.ipynb #7994d63c
 @patch
 def reload_plugin(self: PluginSet,
                   plugin_id: str,  # The plugin to reload

@@ -46,7 +46,7 @@ class WorkerConfig:
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS  # When an ended worker is replaced
     max_restart_attempts: int = 5  # Failed workers in a row (no job finished in between; crashes during jobs do not count) after which a slot is given up; 0 means no limit
     restart_backoff_base: float = 0.5  # Seconds to wait before the first restart under BACKOFF (alias: restart_backoff_base_seconds)
-    restart_backoff_max: float = 30.0  # Longest wait between restarts under BACKOFF (alias: restart_backoff_max_seconds)
+    restart_backoff_max: float = 30.0  # Seconds of the longest wait between restarts under BACKOFF (alias: restart_backoff_max_seconds)
     job_timeout: Optional[float] = None  # Seconds a job may run before it is stopped and failed; None means no limit
     max_queue_size: Optional[int] = None  # Most pending jobs; `start_job` refuses more. None means no limit (alias: request_queue_size, 0 meaning none)
     max_history: Optional[int] = 1000  # Most finished jobs kept for `get_job`; the oldest finished are forgotten first. None keeps all
@@ -58,8 +58,8 @@ class WorkerConfig:
     cancel_grace: float = 1.0  # Seconds between asking a worker to stop (SIGTERM) and killing it (SIGKILL)
     shutdown_grace: float = 5.0  # Seconds `shutdown()` waits for workers before killing them (alias: shutdown_timeout_seconds)
     integration_timeout: float = 5.0  # Seconds an integration call (registry lookup, broadcast) may take
-    max_event_backlog: int = 10000  # Events waiting for the broadcaster; past it, progress and output events are merged or dropped first
-    max_event_backlog_bytes: int = 64 * 2**20  # Bytes of events waiting for the broadcaster (streamed text counts its length)
+    max_event_backlog: int = 10000  # Most events waiting for the broadcaster; past it, progress and output events are dropped first, oldest first
+    max_event_backlog_bytes: int = 64 * 2**20  # Most bytes of events waiting for the broadcaster (streamed text counts its length); past it, as past max_event_backlog
     max_jobs_per_worker: Optional[int] = None  # Jobs after which a worker is replaced, between jobs (no job is affected); None means no limit
     max_worker_memory: Optional[int] = None  # Resident memory, in bytes, past which a worker is replaced between jobs; None means no limit
     max_retries: int = 0  # Times a failed job is tried again (a plugin exception, a timeout, its worker's crash; never a cancel); a plugin or `start_job` may say otherwise

@@ -14,6 +14,7 @@ import pickle, struct, threading
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
+from fastcore.basics import patch
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Protocol, runtime_checkable
 
 # %% ../../nbs/core/protocol.ipynb #3d3ed595
@@ -78,6 +79,7 @@ class ProgressReply(NamedTuple):
     progress: Optional[float]  # Fraction done, 0.0 to 1.0, or None when unknown
     message: Optional[str] = None  # What the plugin is doing
 
+# %% ../../nbs/core/protocol.ipynb #d642fb2c
 class StateReply(NamedTuple):
     "Answer to a state, reload, unload or cancel request."
     req_id: int  # The request's id
@@ -176,18 +178,6 @@ class BlockingChannel:
             if self.held: self.held.append(frame); frame = b''.join(self.held); self.held.clear()
             self.sock.sendall(frame)
 
-    def hold(self, msg: Any):
-        "Queue a message to go out with the next `send` or `flush`: one write for many replies."
-        frame = encode_message(msg)
-        with self._sending: self.held.append(frame)
-
-    def flush(self):
-        "Send the messages held back."
-        with self._sending:
-            if self.held:
-                frames = b''.join(self.held); self.held.clear()
-                self.sock.sendall(frames)
-
     def _read(self) -> None:
         data = self.sock.recv(1 << 18)
         if not data: self.closed = True; return
@@ -205,17 +195,34 @@ class BlockingChannel:
         if type(msg) is CancelRequest: self.cancels -= 1
         return msg
 
-    def read_available(self) -> None:
-        "Move every message that has already arrived into `inbox`, without blocking."
-        import select
-        while not self.closed and select.select([self.sock], [], [], 0)[0]: self._read()
-
     def poll(self, timeout: float = 0.0) -> bool:
         "Whether a message (or end of stream) is waiting to be read."
         import select
         return bool(self.inbox) or self.closed or bool(select.select([self.sock], [], [], timeout)[0])
 
     def close(self): self.sock.close()
+
+# %% ../../nbs/core/protocol.ipynb #4469c9a3
+@patch
+def hold(self: BlockingChannel, msg: Any):
+    "Queue a message to go out with the next `send` or `flush`: one write for many replies."
+    frame = encode_message(msg)
+    with self._sending: self.held.append(frame)
+
+@patch
+def flush(self: BlockingChannel):
+    "Send the messages held back."
+    with self._sending:
+        if self.held:
+            frames = b''.join(self.held); self.held.clear()
+            self.sock.sendall(frames)
+
+# %% ../../nbs/core/protocol.ipynb #0ba6ad00
+@patch
+def read_available(self: BlockingChannel) -> None:
+    "Move every message that has already arrived into `inbox`, without blocking."
+    import select
+    while not self.closed and select.select([self.sock], [], [], 0)[0]: self._read()
 
 # %% ../../nbs/core/protocol.ipynb #09441828
 @runtime_checkable

@@ -325,6 +325,9 @@ def _row(self: SQLiteJobStore, rec: Dict[str, Any]) -> Dict[str, Any]:
     if 'streamed' in out: out['streamed'] = int(bool(out['streamed']))
     return out
 
+SQLiteJobStore._row = _row
+
+# %% ../../nbs/core/store.ipynb #99c6ed52
 def _upsert_sql(rows: int) -> str:
     "One statement for `rows` rows: a new job's row is inserted; a known job's is updated, keeping what the row does not carry."
     keep = {'seq', 'job_class', 'extra', 'plugin_id', 'worker_key', 'created_at', 'priority', 'owner', 'config'}
@@ -380,6 +383,9 @@ def _write(self: SQLiteJobStore, batches: List[tuple]) -> None:
         self._conn.execute("DELETE FROM jobs WHERE finished = 1")
     self.written += len(new) + len(changed)
 
+SQLiteJobStore._write, SQLiteJobStore._upsert, SQLiteJobStore._delete = _write, _upsert, _delete
+
+# %% ../../nbs/core/store.ipynb #f9fe7233
 def _wake_all(self: SQLiteJobStore, batches: List[tuple], phase: str, error: Optional[Exception] = None) -> None:
     "Wake the waiters of the batches that wait for `phase`: 'new' (the new jobs and marks are written) or 'all'."
     for _, _, waiters, _ in batches:
@@ -431,6 +437,5 @@ def _close(self: SQLiteJobStore) -> None:
     self._thread.join(30)
     self._release()
 
-SQLiteJobStore._row, SQLiteJobStore._write, SQLiteJobStore._write_batches = _row, _write, _write_batches
-SQLiteJobStore._upsert, SQLiteJobStore._delete, SQLiteJobStore._wake_all = _upsert, _delete, _wake_all
+SQLiteJobStore._write_batches, SQLiteJobStore._wake_all = _write_batches, _wake_all
 SQLiteJobStore._wake, SQLiteJobStore.close = _wake, _close

@@ -265,6 +265,7 @@ def takes_queues(
     needed = [p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return len(needed) == 3
 
+# %% ../../nbs/core/worker.ipynb #fd18e90f
 class _QueueStandIn:
     "Handed to a 0.0.5 process target in place of its three queues; `base_worker_process` recognises it and serves the channel."
     def __init__(self, channel, role: str): self.channel, self.role, self.served = channel, role, None
