@@ -320,3 +320,44 @@ def test_kill_9_mid_run_loses_and_duplicates_nothing(tmp_path, attempt):
         if job.status == JobStatus.COMPLETED: assert lines == 1
         else: assert job.status == JobStatus.FAILED and job.error.startswith('the job manager stopped '), (job.status, job.error)
     assert {s for s in before.values()} <= {JobStatus.PENDING, JobStatus.COMPLETED, JobStatus.FAILED}
+
+
+def test_a_first_version_file_is_migrated_to_the_current_schema(tmp_path):
+    from cjm_fasthtml_workers.core.store import _MIGRATIONS, SCHEMA_VERSION
+    db = tmp_path / 'old.db'
+    old = sqlite3.connect(db)
+    old.executescript(_MIGRATIONS[0] + " PRAGMA user_version = 1;")
+    old.execute("INSERT INTO jobs (id, seq, plugin_id, status, priority, created_at) VALUES ('j1', 1, 'echo', 'completed', 0, 1.0)")
+    old.commit(); old.close()
+    m = manager(db)
+    try: assert m.get_job('j1').status == JobStatus.COMPLETED
+    finally: m.shutdown()
+    con = sqlite3.connect(db)
+    assert con.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION
+    indexes = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+    assert 'jobs_by_status' not in indexes  # dropped in version 4: nothing reads by status, and every write paid for it
+    assert 'WITHOUT ROWID' in con.execute("SELECT sql FROM sqlite_master WHERE name = 'sent'").fetchone()[0]
+
+
+class ReusedIds(JobManager):
+    "A manager whose create_job gives the id the app asks for (an app may reuse ids after a restart)."
+    def create_job(self, plugin_id, **params):
+        job_id = params.pop('job_id')
+        return BaseJob(id=job_id, plugin_id=plugin_id, params=params)
+
+
+def test_a_new_job_with_a_known_id_replaces_the_row_without_failing_the_store(tmp_path):
+    db = tmp_path / 'jobs.db'
+    async def twice():
+        m = ReusedIds('test', 'test', entry_point=store_plugins, job_store=SQLiteJobStore(db), worker_config=WorkerConfig(max_workers=1))
+        try:
+            first = await m.wait_for_job((await m.start_job('echo', job_id='same', text='one')).id, 30)
+            second = await m.wait_for_job((await m.start_job('echo', job_id='same', text='two')).id, 30)
+            assert m.store.failed is None
+            return first, second
+        finally: await m.shutdown()
+    first, second = run(twice())
+    assert (first.result, second.result) == ({'text': 'one'}, {'text': 'two'})
+    m = manager(db)
+    try: assert m.get_job('same').result == {'text': 'two'}
+    finally: m.shutdown()

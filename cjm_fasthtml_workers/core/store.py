@@ -7,7 +7,7 @@ __all__ = ['logger', 'SCHEMA_VERSION', 'JobStore', 'MemoryJobStore', 'StoreError
            'SQLiteJobStore']
 
 # %% ../../nbs/core/store.ipynb #5e0f0004
-import asyncio, fcntl, json, logging, os, pickle, queue, sqlite3, threading, time
+import asyncio, contextlib, fcntl, functools, json, logging, os, pickle, queue, sqlite3, threading, time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Protocol, Tuple, runtime_checkable
 
@@ -126,6 +126,11 @@ _MIGRATIONS = [  # _MIGRATIONS[n] takes a file from version n to n + 1
     """CREATE TABLE sent (id TEXT PRIMARY KEY, at REAL);
        ALTER TABLE jobs ADD COLUMN finished INTEGER;
        UPDATE jobs SET finished = status IN ('completed', 'failed', 'cancelled');""",
+    """DROP INDEX IF EXISTS jobs_by_status;
+       CREATE TABLE sent_v4 (id TEXT PRIMARY KEY, at REAL) WITHOUT ROWID;
+       INSERT INTO sent_v4 SELECT id, at FROM sent;
+       DROP TABLE sent;
+       ALTER TABLE sent_v4 RENAME TO sent;""",
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)  # The schema version this package writes
 
@@ -328,23 +333,26 @@ def _row(self: SQLiteJobStore, rec: Dict[str, Any]) -> Dict[str, Any]:
 SQLiteJobStore._row = _row
 
 # %% ../../nbs/core/store.ipynb #99c6ed52
-def _upsert_sql(rows: int) -> str:
-    "One statement for `rows` rows: a new job's row is inserted; a known job's is updated, keeping what the row does not carry."
-    keep = {'seq', 'job_class', 'extra', 'plugin_id', 'worker_key', 'created_at', 'priority', 'owner', 'config'}
-    sets = [f"{c} = COALESCE(excluded.{c}, jobs.{c})" for c in _COLUMNS if c in keep]
-    sets += ["params = CASE WHEN excluded.finished = 1 THEN NULL ELSE COALESCE(excluded.params, jobs.params) END"]
-    sets += [f"{c} = excluded.{c}" for c in _COLUMNS if c not in keep and c not in ('id', 'params')]  # a job's state: every row has it
-    values = ', '.join([f"({', '.join('?' * len(_COLUMNS))})"] * rows)
-    return f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES {values} ON CONFLICT(id) DO UPDATE SET {', '.join(sets)}"
+_SET_WHEN_NEW = ('seq', 'job_class', 'extra', 'plugin_id', 'worker_key', 'created_at', 'priority', 'owner', 'config')
+_STATE = tuple(c for c in _COLUMNS if c not in _SET_WHEN_NEW and c not in ('id', 'params'))  # what every record of a job carries
 
-def _upsert(self: SQLiteJobStore, values: List[tuple]) -> None:
-    "Insert or update rows, in as few statements as the variable limit allows."
+@functools.lru_cache(maxsize=None)
+def _insert_sql(rows: int) -> str:
+    "One statement that writes `rows` new jobs' rows."
+    values = ', '.join([f"({', '.join('?' * len(_COLUMNS))})"] * rows)
+    return f"INSERT OR REPLACE INTO jobs ({', '.join(_COLUMNS)}) VALUES {values}"
+
+_UPDATE_SQL = (f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _STATE)}, "
+               "params = CASE WHEN ? = 1 THEN NULL ELSE COALESCE(?, params) END WHERE id = ?")  # a finished job's parameters go
+
+def _insert(self: SQLiteJobStore, values: List[tuple]) -> None:
+    "Write new jobs' rows, in as few statements as the variable limit allows."
     chunk = max(1, self._max_vars // len(_COLUMNS))
     for i in range(0, len(values), chunk):
         part = values[i:i + chunk]
         size = 1 << (len(part) - 1).bit_length()  # row counts rounded up to a power of two: few distinct statements to prepare
         part += [part[-1]] * (size - len(part))  # (repeating the last row changes nothing)
-        self._conn.execute(_upsert_sql(size), [v for row in part for v in row])
+        self._conn.execute(_insert_sql(size), [v for row in part for v in row])
 
 def _delete(self: SQLiteJobStore, table: str, ids: List[str]) -> None:
     for i in range(0, len(ids), self._max_vars):
@@ -361,29 +369,43 @@ def _write(self: SQLiteJobStore, batches: List[tuple]) -> None:
             row = self._row(rec)
             row['finished'] = int(rec['finished'])
             if rec['finished']: row['params'] = None; done.append(rec['id'])
-            values = tuple(row.get(c) for c in _COLUMNS)
-            if kind == 'insert': new.append(values)
-            else: changed[rec['id']] = values  # a later state of the same job replaces an earlier one
+            if kind == 'insert': new.append(tuple(row.get(c) for c in _COLUMNS))
+            else:  # a later state of the same job replaces an earlier one
+                changed[rec['id']] = (*(row.get(c) for c in _STATE), row['finished'], row.get('params'), rec['id'])
         for kind, arg in ops:
             if kind == 'sent': marks.update(arg)
             elif kind == 'delete': doomed += arg
             else: clear = True
-    if new: self._upsert(new)
+    conn = self._conn
     sent = [(i, at) for i, at in marks.items() if at is not None]
-    for i in range(0, len(sent), self._max_vars // 2):
-        part = sent[i:i + self._max_vars // 2]
-        self._conn.execute(f"INSERT OR REPLACE INTO sent VALUES {', '.join(['(?, ?)'] * len(part))}", [v for p in part for v in p])
+    with _transaction(conn, bool(new or sent)):
+        if new: self._insert(new)
+        for i in range(0, len(sent), self._max_vars // 2):
+            part = sent[i:i + self._max_vars // 2]
+            conn.execute(f"INSERT OR REPLACE INTO sent VALUES {', '.join(['(?, ?)'] * len(part))}", [v for p in part for v in p])
     self._wake_all(batches, 'new')
-    if changed: self._upsert(list(changed.values()))
-    if doomed: self._delete('jobs', doomed)
     unsent = doomed + done + [i for i, at in marks.items() if at is None]
-    if unsent: self._delete('sent', unsent)
-    if clear:
-        self._conn.execute("DELETE FROM sent WHERE id IN (SELECT id FROM jobs WHERE finished = 1)")
-        self._conn.execute("DELETE FROM jobs WHERE finished = 1")
+    with _transaction(conn, bool(changed or doomed or unsent or clear)):
+        if changed: conn.executemany(_UPDATE_SQL, changed.values())
+        if doomed: self._delete('jobs', doomed)
+        if unsent: self._delete('sent', unsent)
+        if clear:
+            conn.execute("DELETE FROM sent WHERE id IN (SELECT id FROM jobs WHERE finished = 1)")
+            conn.execute("DELETE FROM jobs WHERE finished = 1")
     self.written += len(new) + len(changed)
 
-SQLiteJobStore._write, SQLiteJobStore._upsert, SQLiteJobStore._delete = _write, _upsert, _delete
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, needed: bool):
+    "One transaction for the statements of a step (each page they change is written once), rolled back if one fails."
+    if not needed: yield; return
+    conn.execute('BEGIN')
+    try: yield
+    except BaseException:
+        if conn.in_transaction: conn.execute('ROLLBACK')
+        raise
+    conn.execute('COMMIT')
+
+SQLiteJobStore._write, SQLiteJobStore._insert, SQLiteJobStore._delete = _write, _insert, _delete
 
 # %% ../../nbs/core/store.ipynb #f9fe7233
 def _wake_all(self: SQLiteJobStore, batches: List[tuple], phase: str, error: Optional[Exception] = None) -> None:
