@@ -18,6 +18,12 @@ KINDS = {'noop': (noop, (), 'noop', {}), 'cpu_1ms': (spin, (1.0,), 'spin', {'ms'
 TARGET_VS_POOL = 1.5  # no-op jobs/s, JobManager / multiprocessing.Pool, at 1 and 2 workers
 
 
+class NoopBroadcaster:
+    "An event broadcaster that counts the events it is sent and does nothing else."
+    def __init__(self): self.count = 0
+    async def broadcast(self, event_type, data): self.count += 1
+
+
 async def manager_run(m, plugin: str, n: int, params: dict, batch: bool = False) -> float:
     """jobs/s for n jobs started at once on a warm manager, then awaited in order (as the peers wait for theirs: a task
     per job, as asyncio.gather makes, would be the benchmark's own cost)."""
@@ -36,15 +42,17 @@ async def measure_workers(workers: int, kinds: dict, repeat: int) -> dict:
 
     One manager and one of each peer, `workers` processes each, serve every kind."""
     m, peers = make_manager(workers), []
+    listened = make_manager(workers, event_broadcaster=NoopBroadcaster())  # the same, with every event sent to a broadcaster
     try:
-        await m.start()
+        await m.start(); await listened.start()
         peers = open_peers(workers)
-        await manager_run(m, 'spin', workers * 4, {'ms': 2.0})  # as the peers were warmed: every worker up and loaded
+        for mgr in (m, listened): await manager_run(mgr, 'spin', workers * 4, {'ms': 2.0})  # as the peers were warmed
         out = {}
         for kind, n in kinds.items():
             fn, args, plugin, params = KINDS[kind]
             # untimed: the manager learns that these jobs are short (what it sends ahead depends on it)
             await manager_run(m, plugin, min(n, 200), params)
+            if kind == 'noop': await manager_run(listened, plugin, min(n, 200), params)
             for p in peers: peer_rate(p, fn, args, min(n, 200))
             runs = {'manager': [], **{p.key: [] for p in peers}}
             order = ['manager'] + peers
@@ -53,12 +61,18 @@ async def measure_workers(workers: int, kinds: dict, repeat: int) -> dict:
                     if who == 'manager': runs['manager'].append(await manager_run(m, plugin, n, params))
                     # the peers' calls block this loop; the manager has no job then, so nothing of its waits on it
                     else: runs[who.key].append(peer_rate(who, fn, args, n))
-                if kind == 'noop': runs.setdefault('manager_batch', []).append(await manager_run(m, plugin, n, params, batch=True))
+                if kind == 'noop':
+                    runs.setdefault('manager_batch', []).append(await manager_run(m, plugin, n, params, batch=True))
+                    runs.setdefault('manager_events', []).append(await manager_run(listened, plugin, n, params))
             out[kind] = runs
+        ran = workers * 4 + (min(kinds['noop'], 200) + repeat * kinds['noop'] if 'noop' in kinds else 0)  # every job it ran
+        await listened.shutdown()  # delivers the events still queued
+        if listened.event_broadcaster.count < 3 * ran:  # nothing given up: created, started, completed for every job
+            raise RuntimeError(f"the broadcaster got {listened.event_broadcaster.count} events for at least {ran} jobs")
         return out
     finally:
         try: close_peers(peers)
-        finally: await m.shutdown()
+        finally: await m.shutdown(); await listened.shutdown()
 
 
 def cell_result(n: int, workers: int, runs: dict, target_ratio=None) -> dict:
@@ -71,7 +85,7 @@ def cell_result(n: int, workers: int, runs: dict, target_ratio=None) -> dict:
             'pool_jobs_per_s': peers['pool'], 'loky_jobs_per_s': peers['loky'], 'peers_jobs_per_s': peers,
             'fastest_peer': best, 'fastest_peer_jobs_per_s': peers[best], 'ratio_vs_fastest': mgr / peers[best],
             'ratio_vs_pool': mgr / peers['pool'],
-            'manager_batch_jobs_per_s': med.get('manager_batch')}
+            'manager_batch_jobs_per_s': med.get('manager_batch'), 'manager_events_jobs_per_s': med.get('manager_events')}
 
 
 def rate(v) -> str: return 'skipped' if v is None else f"{v:,.0f}"
@@ -97,6 +111,11 @@ def main():
     targets = [{'target': f'no-op, {c["workers"]} worker{"s" if c["workers"] > 1 else ""}: JobManager >= {TARGET_VS_POOL}x multiprocessing.Pool',
                 'value': c['ratio_vs_pool'], 'limit': TARGET_VS_POOL, 'met': c['ratio_vs_pool'] >= TARGET_VS_POOL,
                 'detail': f"{c['ratio_vs_pool']:.2f}x"} for c in (n1, n2)]
+    for c in (n1, n2):
+        ratio = c['manager_events_jobs_per_s'] / c['manager_jobs_per_s']
+        targets.append({'target': f"no-op, {c['workers']} worker{'s' if c['workers'] > 1 else ''}: with an event broadcaster attached >= 0.8x without",
+                        'value': ratio, 'limit': 0.8, 'met': ratio >= 0.8,
+                        'detail': f"{ratio:.2f}x ({c['manager_events_jobs_per_s']:,.0f} vs {c['manager_jobs_per_s']:,.0f} jobs/s)"})
     targets.append({'target': 'no-op: JobManager with 2 workers >= with 1 worker',
                     'value': n2['manager_jobs_per_s'] / n1['manager_jobs_per_s'], 'limit': 1.0,
                     'met': n2['manager_jobs_per_s'] >= n1['manager_jobs_per_s'],

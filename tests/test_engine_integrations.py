@@ -195,3 +195,49 @@ def test_shutdown_is_bounded_when_the_broadcaster_ignores_cancellation():
         return job, took
     job, took = run(main())
     assert job.status == JobStatus.COMPLETED and took < 5, took
+
+
+def test_a_broadcast_call_past_the_timeout_is_skipped_and_the_rest_still_go_out_in_order():
+    from cjm_fasthtml_workers.core.events import EventPump
+    async def main():
+        got, hang = [], asyncio.Event()
+        async def broadcast(event_type, data):
+            if data['n'] == 1: await hang.wait()  # never set: only the watchdog ends this call
+            got.append(data['n'])
+        pump = EventPump(broadcast, timeout=0.05)
+        for n in range(5): pump.emit('test:event', {'n': n})
+        left = await pump.close(timeout=5)
+        return got, left, pump.delivered
+    got, left, delivered = run(main())
+    assert (got, left, delivered) == ([0, 2, 3, 4], 0, 4)
+
+
+def test_a_cancel_from_outside_still_ends_the_pump():
+    from cjm_fasthtml_workers.core.events import EventPump
+    async def main():
+        started = asyncio.Event()
+        async def broadcast(event_type, data):
+            started.set(); await asyncio.Event().wait()
+        pump = EventPump(broadcast, timeout=60)
+        pump.emit('test:event', {})
+        await started.wait()
+        pump._task.cancel()
+        with pytest.raises(asyncio.CancelledError): await pump._task
+    run(main())
+
+
+def test_a_full_backlog_of_state_events_drops_the_oldest_and_keeps_order():
+    from cjm_fasthtml_workers.core.events import EventPump
+    async def main():
+        got, gate, busy = [], asyncio.Event(), asyncio.Event()
+        async def broadcast(event_type, data):
+            busy.set(); await gate.wait(); got.append(data['n'])
+        pump = EventPump(broadcast, max_events=100, timeout=60)
+        pump.emit('test:event', {'n': -1})
+        await busy.wait()  # the pump has taken the first event and waits in broadcast
+        for n in range(5000): pump.emit('test:event', {'n': n})
+        gate.set()
+        await pump.close(timeout=10)
+        return got, pump.dropped
+    got, dropped = run(main())
+    assert (got, dropped) == ([-1] + list(range(4900, 5000)), 4900)

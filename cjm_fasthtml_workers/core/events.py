@@ -43,6 +43,9 @@ class EventPump:
         self._task: Optional[asyncio.Task] = None
         self._wakeup: Optional[asyncio.Future] = None
         self._final = False
+        # one timer watches the calls to `broadcast`, rather than a task and a timer per event as asyncio.wait_for makes
+        self._watchdog: Optional[asyncio.TimerHandle] = None
+        self._calls, self._call_started, self._timed_out = 0, None, None
 
     def __len__(self): return len(self.queue)
 
@@ -52,7 +55,14 @@ def _emit(self: EventPump,
           data: Dict[str, Any],  # JSON-serialisable payload
          ) -> None:
     "Queue a state event: never merged, dropped only when nothing else can go."
-    self._push(_Entry(event_type, data, _STATE, None, _EVENT_BYTES))
+    if self._final: return
+    queue = self.queue  # (`_push`, inlined: a job's every change of state comes here)
+    queue.append(_Entry(event_type, data, _STATE, None, _EVENT_BYTES))
+    self.bytes += _EVENT_BYTES
+    if len(queue) > self.max_events or self.bytes > self.max_bytes: self._trim()
+    wakeup = self._wakeup
+    if self._task is None: self._start()
+    elif wakeup is not None and not wakeup.done(): wakeup.set_result(None)
 
 def _progress(self: EventPump, event_type: str, data: Dict[str, Any], job_id: str) -> None:
     "Queue a progress event, or update the same job's progress event that is still waiting."
@@ -86,21 +96,24 @@ def _push(self: EventPump, entry: _Entry) -> None:
     self.queue.append(entry)
     self.bytes += entry.size
     self._trim()
-    if self._task is None:
-        self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._run())
+    if self._task is None: self._start()
     elif self._wakeup is not None and not self._wakeup.done(): self._wakeup.set_result(None)
+
+def _start(self: EventPump) -> None:
+    self._loop = asyncio.get_running_loop()
+    self._task = self._loop.create_task(self._run())
 
 def _trim(self: EventPump) -> None:
     "Drop events beyond the budget: progress and chunk events first, oldest first."
     if len(self.queue) <= self.max_events and self.bytes <= self.max_bytes: return
     before = self.dropped
-    kept = deque()
-    for entry in self.queue:  # a full backlog is rare: one pass, then only state events are left to drop
-        over = len(self.queue) - (self.dropped - before) > self.max_events or self.bytes > self.max_bytes
-        if over and entry.kind != _STATE: self._forget(entry); self.dropped += 1
-        else: kept.append(entry)
-    self.queue = kept
+    if self._waiting:  # progress or output events are queued (each is in _waiting): one pass drops them first
+        kept = deque()
+        for entry in self.queue:
+            over = len(self.queue) - (self.dropped - before) > self.max_events or self.bytes > self.max_bytes
+            if over and entry.kind != _STATE: self._forget(entry); self.dropped += 1
+            else: kept.append(entry)
+        self.queue = kept
     while self.queue and (len(self.queue) > self.max_events or self.bytes > self.max_bytes):
         self._forget(self.queue.popleft()); self.dropped += 1
     if before == 0 or self.dropped // 1000 != before // 1000:
@@ -112,25 +125,41 @@ def _forget(self: EventPump, entry: _Entry) -> None:
 
 async def _run(self: EventPump) -> None:
     "Deliver queued events one at a time, in order, until closed."
+    loop, task = self._loop, asyncio.current_task()
     while True:
         while self.queue:
             entry = self.queue.popleft()
             self._forget(entry)
-            try: await asyncio.wait_for(self.broadcast(entry.type, entry.data), self.timeout)
-            except asyncio.TimeoutError: logger.warning("event broadcaster took over %ss for %s; skipped", self.timeout, entry.type)
-            except asyncio.CancelledError: raise
+            self._calls += 1; self._call_started = loop.time()
+            if self._watchdog is None: self._watchdog = loop.call_at(self._call_started + self.timeout, self._watch, task)
+            try: await self.broadcast(entry.type, entry.data)
+            except asyncio.CancelledError:
+                if self._timed_out != self._calls: raise  # a cancel from outside (close), not the watchdog's
+                self._timed_out = None
+                if hasattr(task, 'uncancel'): task.uncancel()
+                logger.warning("event broadcaster took over %ss for %s; skipped", self.timeout, entry.type)
             except Exception as e: logger.error("event broadcaster failed on %s: %s: %s", entry.type, type(e).__name__, e)
             else: self.delivered += 1
+            finally: self._call_started = None
         if self._final: return
-        self._wakeup = self._loop.create_future()
+        self._wakeup = loop.create_future()
         await self._wakeup
+
+def _watch(self: EventPump, task: asyncio.Task) -> None:
+    "The watchdog: cancel the `broadcast` call that has run `timeout` seconds; else look again when the current call would."
+    self._watchdog, started = None, self._call_started
+    if started is None or task.done(): return  # idle: the next call arms it again
+    now = self._loop.time()
+    if now - started >= self.timeout:
+        self._timed_out = self._calls
+        task.cancel()
+    else: self._watchdog = self._loop.call_at(started + self.timeout, self._watch, task)
 
 async def _close(self: EventPump,
                  timeout: float = 5.0,  # Seconds to let the queued events go out
                 ) -> int:  # Events not delivered
     "Deliver what is queued (within `timeout`), then stop; later events are ignored."
-    # Ending by a flag rather than by cancellation: asyncio.wait_for (3.11) can swallow a cancel that
-    # arrives as the broadcast it wraps completes, which would leave the task waiting forever.
+    # Ending by a flag rather than by cancellation: the events queued go out first, and a cancel is left to mean a timeout.
     self._final = True
     task = self._task
     if task is None: return 0
@@ -150,4 +179,5 @@ def _discard(self: EventPump) -> int:
     self.queue.clear(); self._waiting.clear(); self.bytes = 0
     return dropped
 
-EventPump._push, EventPump._trim, EventPump._forget, EventPump._run, EventPump.close, EventPump.discard = _push, _trim, _forget, _run, _close, _discard
+EventPump._push, EventPump._start, EventPump._trim, EventPump._forget, EventPump._run, EventPump._watch = _push, _start, _trim, _forget, _run, _watch
+EventPump.close, EventPump.discard = _close, _discard
