@@ -221,15 +221,15 @@ WORDS = 'the quick brown fox jumps over the lazy dog'
 # --- the basics: live output, escaping, cancel, crash, reload ---
 def test_streaming_job_shows_chunks_live(server, browser):
     open_dashboard(browser, server)
-    jid = start_form(browser, 'stream-words', {'text': WORDS, 'delay': 0.15})
+    jid = start_form(browser, 'stream-words', {'text': WORDS, 'delay': 0.15, 'repeat': 2})
     seen = set()
     def progressed():
         out = output(browser, jid).split()
         if status(browser, jid) == 'running' and out: seen.add(len(out))
         return status(browser, jid) == 'completed'
     wait_for(progressed, 20, 'the stream to complete')
-    assert len(seen) >= 3, f"expected the output to grow live while running, saw word counts {sorted(seen)}"
-    assert output(browser, jid).split() == WORDS.split()
+    assert len(seen) >= 4, f"expected the output to grow live while running, saw word counts {sorted(seen)}"
+    assert output(browser, jid).split() == WORDS.split() * 2
 
 def test_plugin_output_is_escaped(server, browser):
     open_dashboard(browser, server)
@@ -304,7 +304,7 @@ def test_bytes_per_tab_grow_linearly_with_the_output(server, browser):
     words = [f"w{i % 97}{'x' * (i % 5)}" for i in range(2000)]
     browser.network()
     mark = len(browser.net)
-    jid = start_form(browser, 'stream-words', {'text': ' '.join(words), 'delay': 0.002})
+    jid = start_form(browser, 'stream-words', {'text': ' '.join(words), 'delay': 0.004})
     wait_status(browser, jid, 'completed', timeout=60)
     wait_for(lambda: len(output(browser, jid)) >= len(' '.join(words)), 5, 'the whole output')
     time.sleep(0.3)  # anything still on its way (the worker pool's update)

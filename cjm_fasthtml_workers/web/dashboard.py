@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['logger', 'JS_PACKAGES', 'CDN_URLS', 'FILTERS', 'TABS', 'DASHBOARD_JS', 'FAVICON_SVG', 'DASHBOARD_CSS',
            'default_js_dir', 'has_local_js', 'fetch_js', 'js_sources', 'cut_text', 'chunk_text', 'result_text',
-           'job_output', 'human_duration', 'clock', 'status_badge', 'progress_bar', 'job_controls', 'output_block',
-           'result_block', 'params_text', 'job_meta', 'job_card', 'may_see', 'visible_jobs', 'job_page', 'job_list',
-           'status_tabs', 'pool_health', 'workers_panel', 'pool_badge', 'params_field', 'job_form', 'DashboardView',
-           'JobDashboard', 'head', 'page', 'job_page_body', 'document', 'Refusal', 'read_form', 'register', 'close']
+           'job_output', 'human_duration', 'clock', 'status_badge', 'progress_bar', 'progress_update', 'job_controls',
+           'output_block', 'result_block', 'params_text', 'job_meta', 'job_card', 'may_see', 'visible_jobs', 'job_page',
+           'job_list', 'status_tabs', 'pool_health', 'workers_panel', 'pool_badge', 'params_field', 'job_form',
+           'DashboardView', 'JobDashboard', 'head', 'page', 'job_page_body', 'document', 'Refusal', 'read_form',
+           'register', 'close']
 
 # %% ../../nbs/web/dashboard.ipynb #dc96eafd
 import asyncio, json, os, re, shutil, socket, subprocess, tarfile, tempfile, logging
@@ -129,11 +130,22 @@ def progress_bar(job: BaseJob) -> Any:  # The job
     "The job's progress (id `prog-{job.id}`): a bar while it runs, a note while it waits, nothing once it has finished."
     if job.is_terminal: return Div(id=f"prog-{job.id}", cls='progress')
     if job.status is JobStatus.PENDING: return Div(Small('waiting for a worker', cls='bar-label'), id=f"prog-{job.id}", cls='progress')
+    value, label = _progress_parts(job)
+    bar = Progress(max='1') if value is None else Progress(value=value, max='1')
+    return Div(bar, Small(label, cls='bar-label'), id=f"prog-{job.id}", cls='progress')
+
+def _progress_parts(job: BaseJob) -> Tuple[Optional[str], str]:
+    "The bar's value (to a whole percent, as the label shows it) and its label."
     p = job.progress
-    bar = Progress(max='1') if p is None else Progress(value=f"{max(0.0, min(1.0, float(p))):.3f}", max='1')
-    label = f"{p * 100:.0f}%" if p is not None else 'working'
+    if p is None: value, label = None, 'working'
+    else: p = max(0.0, min(1.0, float(p))); value, label = f"{p:.2f}", f"{p * 100:.0f}%"
     msg = (job.progress_message or '')[:200]
-    return Div(bar, Small(label + (f" · {msg}" if msg else ''), cls='bar-label'), id=f"prog-{job.id}", cls='progress')
+    return value, label + (f" · {msg}" if msg else '')
+
+def progress_update(job: BaseJob) -> Any:  # A running job
+    "A compact update of the job's progress bar (the page's script sets the bar's value and label from it)."
+    value, label = _progress_parts(job)
+    return B(label, data_progress=job.id, **({'data_value': value} if value is not None else {}))
 
 def job_controls(job: BaseJob,  # The job
                  prefix: str = '/jobs',  # Where the dashboard's routes are mounted
@@ -385,10 +397,10 @@ class DashboardView:
         self.dash, self.viewer, self.status, self.job_id = dashboard, viewer, status, job_id
         self.sent: Dict[str, str] = {}  # fragment id -> what this tab last received
 
-    def _once(self, frag) -> List[Any]:
-        "`frag`, unless this tab already has exactly it."
+    def _once(self, frag, key: Optional[str] = None) -> List[Any]:
+        "`frag`, unless this tab already has exactly it (`key`: what it updates; default its id)."
         html = to_xml(frag, indent=False)
-        key = re.search(r'\sid="([^"]*)"', html[:html.find('>')]).group(1)
+        key = key or re.search(r'\sid="([^"]*)"', html[:html.find('>')]).group(1)
         if self.sent.get(key) == html: return []
         self.sent[key] = html
         return [html]
@@ -409,14 +421,16 @@ class DashboardView:
             text, at = event.data.get('chunk'), event.data.get('at')
             if not isinstance(text, str) or at is None: return []
             return [to_xml(Pre(text, data_append=f"out-{job.id}", data_at=str(at)), indent=False)]
-        if kind == 'progress':
-            return [] if job.is_terminal else [to_xml(progress_bar(job), indent=False)]
+        if kind == 'progress':  # a whole percent at a time: the bar and its label show no finer
+            return [] if job.is_terminal else self._once(progress_update(job), f"prog-{job.id}")
         out = []
         if kind == 'created':
             wanted = FILTERS[self.status]
             if self.job_id is None and (wanted is None or job.status.value in wanted):
                 out.append(to_xml(Div(d.card(job), data_insert='job-list'), indent=False))
-        else: out += self.status_fragments(job)
+        else:
+            out += self.status_fragments(job)
+            if job.is_terminal: self.sent.pop(f"prog-{job.id}", None)
         if self.job_id is None:
             out += self._once(status_tabs(m, self.viewer, self.status, d.prefix))
             if kind != 'created': out += self._pool()
@@ -447,9 +461,14 @@ class DashboardView:
 
     def encode(self, event: SSEEvent) -> str:
         "`event` as one SSE message of HTML fragments (`update`, or `reset` for the whole state); '' when nothing changes."
-        frags = self.fragments(event)
+        return self.encode_batch([event])
+
+    def encode_batch(self, events: List[SSEEvent]) -> str:
+        "Events that go out together as one SSE message (`reset` when one of them is), with the id of the last; '' when nothing changes."
+        frags = [f for ev in events for f in self.fragments(ev)]
         if not frags: return ''
-        return format_sse(''.join(frags), event='reset' if event.type == 'reset' else 'update', id=event.event_id)
+        name = 'reset' if any(ev.type == 'reset' for ev in events) else 'update'
+        return format_sse(''.join(frags), event=name, id=events[-1].event_id)
 
 # %% ../../nbs/web/dashboard.ipynb #1abd4b4b
 class JobDashboard:
@@ -585,6 +604,7 @@ DASHBOARD_JS = r"""
       if (d.append !== undefined) appendOutput(el);
       else if (d.insert !== undefined) insertCard(el);
       else if (d.final !== undefined) { const out = $(d.final); if (out && out.dataset.end !== d.end) resync(out); }
+      else if (d.progress !== undefined) setProgress(el);
       else if (el.id) { const old = $(el.id); if (old) { old.replaceWith(el); settle(el); } }
     }
   }
@@ -593,6 +613,17 @@ DASHBOARD_JS = r"""
     localise(el);
     const card = el.dataset.card && $(el.dataset.card);
     if (card && el.dataset.status) { card.dataset.status = el.dataset.status; card.className = 'job job-' + el.dataset.status; }
+  }
+  function setProgress(el) {
+    const box = $('prog-' + el.dataset.progress); if (!box) return;
+    let bar = box.querySelector('progress'), label = box.querySelector('.bar-label');
+    if (!bar || !label) {
+      box.textContent = '';
+      bar = box.appendChild(document.createElement('progress')); bar.max = 1;
+      label = box.appendChild(document.createElement('small')); label.className = 'bar-label';
+    }
+    if (el.dataset.value) bar.value = +el.dataset.value; else bar.removeAttribute('value');
+    label.textContent = el.textContent;
   }
   function insertCard(wrap) {
     const card = wrap.firstElementChild, list = $(wrap.dataset.insert);
@@ -786,7 +817,7 @@ def register(self: JobDashboard, app) -> 'JobDashboard':
         status, job_id = _filter(request), request.query_params.get('job_id') or None
         view = DashboardView(self, acc.viewer(request), status, job_id)
         self._start_ticker()
-        return sse_response(self.broadcaster, request, view.encode, coalesce=self.coalesce, access=acc)
+        return sse_response(self.broadcaster, request, coalesce=self.coalesce, access=acc, encode_batch=view.encode_batch)
     async def start(request): return html(await self._start(request))
     async def job_list_page(request):
         status = _filter(request)

@@ -313,50 +313,58 @@ def _merge(held: SSEEvent, ev: SSEEvent) -> SSEEvent:
     return SSEEvent(ev.id, ev.type, data, ev.owner, ev.epoch)
 
 # %% ../../nbs/web/sse.ipynb #c87f2e6a
+def _held_text(held: Dict[tuple, SSEEvent]) -> int:
+    return sum(len(e.data['chunk']) for k, e in held.items() if k[0] == 'chunk')
+
 async def stream(self: SSEBroadcaster,
                  job_id: Optional[str] = None,  # Only this job's events
                  last_event_id: Union[int, str, None] = None,  # Resume after this event
                  encode: Optional[Callable[[SSEEvent], str]] = None,  # Event to SSE text; default JSON data (`SSEEvent.encode`)
                  owner: Any = EVERYONE,  # Whose jobs' events to send: an owner id, None (no job's) or EVERYONE
                  coalesce: float = 0.0,  # Seconds within which a job's progress and text events are merged; 0 sends each
+                 encode_batch: Optional[Callable[[List[SSEEvent]], str]] = None,  # Events that go out together to SSE text (one message); overrides `encode`
+                 min_text: int = 256,  # With `coalesce`: hold streamed text a little longer (up to 3 x `coalesce`) while less than this is held
                 ) -> AsyncIterator[str]:
     "SSE text for one client, until it disconnects or the broadcaster closes."
     client = self.subscribe(job_id, last_event_id, owner)
-    encode = encode or SSEEvent.encode
+    if encode_batch is None:
+        one = encode or SSEEvent.encode
+        encode_batch = lambda evs: ''.join(one(e) or '' for e in evs)
     held: Dict[tuple, SSEEvent] = {}  # merge key -> the merged event waiting, in arrival order
-    deadline = None
-    def flush():
-        nonlocal deadline
-        out = ''.join(encode(e) or '' for e in held.values())
-        held.clear(); deadline = None
-        return out
+    first = deadline = None
+    def take_held(out: list):
+        nonlocal first, deadline
+        out.extend(held.values()); held.clear(); first = deadline = None
     try:
         yield f"retry: {self.retry_ms}\n\n"
-        if client.missed: yield encode(SSEEvent(self.last_id, 'reset', {}, None, self.epoch)) or ''
-        while True:
-            if deadline is not None and time.monotonic() >= deadline:
-                text = flush()
-                if text: yield text
-            wait = self.keepalive if deadline is None else max(0.0, deadline - time.monotonic())
+        if client.missed: yield encode_batch([SSEEvent(self.last_id, 'reset', {}, None, self.epoch)]) or ''
+        closed = False
+        while not closed:
+            out: List[SSEEvent] = []
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                if any(k[0] == 'chunk' for k in held) and _held_text(held) < min_text and now - first < 3 * coalesce: deadline = now + coalesce
+                else: take_held(out)
             ev = client.get_nowait()
-            if ev is None:
+            if ev is None and not out:
+                wait = self.keepalive if deadline is None else max(0.0, deadline - time.monotonic())
                 try: ev = await asyncio.wait_for(client.get(), wait)
                 except asyncio.TimeoutError:
-                    if held: text = flush()
-                    else: text = ": keep-alive\n\n"
-                    if text: yield text
+                    if deadline is None: yield ": keep-alive\n\n"
                     continue
-                if ev is None: break
-            key = _merge_key(ev) if coalesce > 0 else None
-            if key is not None:
-                held[key] = _merge(held[key], ev) if key in held else ev
-                if deadline is None: deadline = time.monotonic() + coalesce
-                continue
-            text = (flush() if held else '') + (encode(ev) or '')
-            if text: yield text
-        if held:
-            text = flush()
-            if text: yield text
+                if ev is None: closed = True
+            while ev is not None:  # everything that is ready goes out in one write
+                key = _merge_key(ev) if coalesce > 0 else None
+                if key is not None:
+                    held[key] = _merge(held[key], ev) if key in held else ev
+                    if deadline is None: first = time.monotonic(); deadline = first + coalesce
+                else:
+                    take_held(out); out.append(ev)
+                ev = client.get_nowait()
+            if closed: take_held(out)
+            if out:
+                text = encode_batch(out)
+                if text: yield text
     finally: client.close()
 
 SSEBroadcaster.stream = stream
@@ -424,7 +432,7 @@ class Access:
         if u.scheme not in ('http', 'https') or not u.hostname: return False  # 'null' (a sandboxed frame, a file), anything odd
         host = request.headers.get('host', '').lower()
         port = str(u.port) if u.port else _default_port(u.scheme)
-        want = host if ':' in host.rsplit(']', 1)[-1] else f"{host}:{port}"
+        want = host if ':' in host.rsplit(']', 1)[-1] else f"{host}:{_default_port(u.scheme)}"  # a Host without a port names the default one
         return f"{u.hostname if ':' not in u.hostname else '[' + u.hostname + ']'}:{port}" == want
 
     def refusal(self, request, changes: bool = False) -> Optional[Tuple[int, str]]:
@@ -458,6 +466,7 @@ def sse_response(
     allowed_hosts: Optional[Sequence[str]] = LOCAL_HOSTS,  # Host names served (see `Access`)
     coalesce: float = 0.0,  # Seconds within which a job's progress and text events are merged
     access: Optional[Access] = None,  # All of the above at once (overrides `owner`, `is_admin`, `allowed_hosts`)
+    encode_batch: Optional[Callable[[List[SSEEvent]], str]] = None,  # Events that go out together to SSE text (see `stream`)
 ):
     "A `text/event-stream` response streaming the events of `broadcaster` that the requester may see."
     from starlette.responses import StreamingResponse
@@ -470,7 +479,7 @@ def sse_response(
         job_id = request.query_params.get('job_id') or None
         if job_id is not None and len(job_id) > 128: raise ValueError("job_id is too long")
     except ValueError as e: return _plain(400, str(e))
-    gen = broadcaster.stream(job_id, raw or None, encode, access.viewer(request), coalesce)
+    gen = broadcaster.stream(job_id, raw or None, encode, access.viewer(request), coalesce, encode_batch)
     return StreamingResponse(gen, media_type='text/event-stream',
                              headers=dict(SECURITY_HEADERS, **{'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no'}))
 
