@@ -504,7 +504,7 @@ def test_dashboard_screenshots(server, browser):
     browser.js("document.getElementById('form-msg').textContent = ''")
     browser.screenshot(OUT / 'dashboard.png')
     browser.viewport(390, 844, mobile=True)
-    browser.js("window.scrollTo(0, 0)")
-    time.sleep(0.3)  # the layout settles to the new width
+    browser.refresh()  # as a phone loads it (the custom form folded)
+    wait_for(lambda: live_state(browser) == 'live' and len(output(browser, s).split()) >= 6, 10, 'the page on the phone')
     browser.screenshot(OUT / 'dashboard-phone.png')
     assert (OUT / 'dashboard.png').stat().st_size > 10_000 and (OUT / 'dashboard-phone.png').stat().st_size > 10_000

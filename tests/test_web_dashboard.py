@@ -1,12 +1,12 @@
-"""The dashboard's routes and event stream without a browser (issue 12): the app is called in process through
-httpx's ASGI transport, with a real job manager and worker processes. The browser tests (test_browser.py) cover
-the same points as a person sees them."""
+"""The dashboard's routes and event stream without a browser (issue 12): the app is called in process as ASGI
+(a few lines of client below: FastHTML 0.14 does not bring httpx), with a real job manager and worker processes.
+The browser tests (test_browser.py) cover the same points as a person sees them."""
 import asyncio, json, re
 from contextlib import asynccontextmanager
+from urllib.parse import urlencode, urlsplit
 import pytest
 
 pytest.importorskip('fasthtml', reason='the web extra (python-fasthtml) is not installed')
-import httpx
 from fasthtml.common import FastHTML
 from conftest import run
 from cjm_fasthtml_workers.core.config import WorkerConfig
@@ -17,6 +17,50 @@ from cjm_fasthtml_workers.web.dashboard import DashboardView, JobDashboard, pool
 
 BASE = 'http://localhost'
 
+class Response:
+    def __init__(self, status_code, headers, content):
+        self.status_code, self.headers, self.content = status_code, headers, content
+        self.text = content.decode('utf-8', 'replace')
+
+class Client:
+    "A browser-like ASGI client: keeps its cookies, sends its default headers."
+    def __init__(self, app, headers=None): self.app, self.headers, self.cookies = app, dict(headers or {}), {}
+    async def request(self, method, path, data=None, content=None, headers=None):
+        u = urlsplit(path)
+        hdrs = {'host': 'localhost', **{k.lower(): v for k, v in self.headers.items()}, **{k.lower(): v for k, v in (headers or {}).items()}}
+        if self.cookies: hdrs['cookie'] = '; '.join(f'{k}={v}' for k, v in self.cookies.items())
+        if data is not None: content, hdrs['content-type'] = urlencode(data).encode(), 'application/x-www-form-urlencoded'
+        parts = [content] if isinstance(content, bytes) else [] if content is None else None
+        if parts is not None: hdrs['content-length'] = str(sum(map(len, parts)))
+        scope = {'type': 'http', 'asgi': {'version': '3.0'}, 'http_version': '1.1', 'method': method, 'scheme': 'http', 'path': u.path,
+                 'raw_path': u.path.encode(), 'query_string': u.query.encode(), 'root_path': '', 'server': ('localhost', 80), 'client': ('test', 1),
+                 'headers': [(k.encode(), v.encode()) for k, v in hdrs.items()]}
+        async def body():
+            if parts is not None:
+                for b in parts: yield b
+            else:
+                async for b in content: yield b
+        chunks, sent, out = body(), [], {'headers': [], 'body': b''}
+        async def receive():
+            try: return {'type': 'http.request', 'body': await chunks.__anext__(), 'more_body': True}
+            except StopAsyncIteration:
+                if sent: await asyncio.sleep(3600)
+                sent.append(1); return {'type': 'http.request', 'body': b'', 'more_body': False}
+        async def send(msg):
+            if msg['type'] == 'http.response.start': out['status'], out['headers'] = msg['status'], msg['headers']
+            elif msg['type'] == 'http.response.body': out['body'] += msg.get('body', b'')
+        await asyncio.wait_for(self.app(scope, receive, send), 60)
+        headers = {}
+        for k, v in out['headers']:
+            k, v = k.decode().lower(), v.decode()
+            if k == 'set-cookie':
+                name, _, value = v.split(';', 1)[0].partition('=')
+                self.cookies[name.strip()] = value.strip()
+            headers[k] = v
+        return Response(out['status'], headers, out['body'])
+    async def get(self, path, headers=None): return await self.request('GET', path, headers=headers)
+    async def post(self, path, data=None, content=None, headers=None): return await self.request('POST', path, data, content, headers)
+
 @asynccontextmanager
 async def dashboard(workers=1, config=None, **kw):
     "A FastHTML app with a dashboard at /jobs over a real manager; yields (app, manager, dash, browser) where browser() is a new client."
@@ -25,16 +69,11 @@ async def dashboard(workers=1, config=None, **kw):
                          worker_config=config or WorkerConfig(max_workers=workers))
     app = FastHTML(default_hdrs=False, secret_key='tests')
     dash = JobDashboard(manager, b, js='cdn', **kw).register(app)
-    clients = []
-    def browser(**headers):
-        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE, headers={'Origin': BASE, **headers})
-        clients.append(c)
-        return c
+    def browser(**headers): return Client(app, {'Origin': BASE, **headers})
     try:
         await manager.start()
         yield app, manager, dash, browser
     finally:
-        for c in clients: await c.aclose()
         dash.close(); b.close()
         await manager.shutdown()
 
@@ -139,9 +178,8 @@ def test_owners_see_watch_and_cancel_only_their_own_jobs():
             for path in (f'/jobs/job/{jid}', f'/jobs/job/{jid}/output', f'/jobs/job/{jid}/card'):
                 assert (await bob.get(path)).status_code == 404 and (await ann.get(path)).status_code == 200
             assert (await bob.post(f'/jobs/job/{jid}/cancel')).status_code == 404
-            nobody = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)  # no cookie at all
+            nobody = Client(app)  # no cookie at all
             assert (await nobody.post(f'/jobs/job/{jid}/cancel')).status_code == 404
-            await nobody.aclose()
             assert jid in (await admin.get('/jobs')).text
             done = lambda msgs: any('data-final' in x for x in msgs)
             (_, bob_text), (_, ann_text) = await asyncio.gather(  # both watch from the start until the job has ended
@@ -193,7 +231,7 @@ def test_security_headers():
             await m.wait_for_job(jid)
             for r in [page, await ann.get('/jobs/list'), await ann.get('/jobs/static/dashboard.js'), await ann.get(f'/jobs/job/{jid}/output'),
                       await ann.post('/jobs/start', data={'plugin_id': 'nope'})]:
-                assert r.headers['x-frame-options'] == 'DENY' and r.headers['x-content-type-options'] == 'nosniff', r.url
+                assert r.headers['x-frame-options'] == 'DENY' and r.headers['x-content-type-options'] == 'nosniff', r.headers
             r = await ann.get(f'/jobs/job/{jid}/output')
             assert r.headers['content-type'].startswith('text/plain') and '<b>x</b>' in r.text
             assert '<style' not in page.text and 'style="' not in page.text and '<script>' not in page.text  # nothing inline for the CSP to refuse

@@ -389,7 +389,7 @@ def job_form(manager: BaseJobManager,  # The manager
 class DashboardView:
     "What one browser tab shows: whose jobs, which tab, or one job's page; it renders events for that tab."
     def __init__(self,
-                 dashboard: 'JobDashboard',  # The dashboard
+                 dashboard: Any,  # The `JobDashboard` it belongs to
                  viewer: Any = EVERYONE,  # Who is looking: EVERYONE, an owner id, or None
                  status: str = 'all',  # The tab shown
                  job_id: Optional[str] = None,  # The job whose page this is; None for the dashboard
