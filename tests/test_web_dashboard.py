@@ -360,6 +360,7 @@ def test_pool_health_says_plainly_what_is_wrong():
     assert pool_health(Stub(('idle', 0, 0), ('busy', 0, 0))) == ('ok', '2 workers ready.')
     assert pool_health(Stub(('starting', 0, 0), ('idle', 0, 0)))[0] == 'starting'
     health, why = pool_health(Stub(('restarting', 3, 3), ('idle', 0, 0)))
-    assert health == 'degraded' and why == '1 of 2 workers restarting (3 crashes so far). Jobs still run on the others.'
+    assert health == 'degraded' and why == '1 of 2 workers restarting after a crash (3 crashes so far). Jobs still run on the others.'
+    assert pool_health(Stub(('starting', 1, 0), ('idle', 0, 0)))[0] == 'starting'  # replacing a worker the manager stopped (a cancel)
     health, why = pool_health(Stub(('retired', 6, 6), ('retired', 6, 6)))
     assert health == 'down' and 'restart policy (never)' in why and 'New jobs are refused' in why

@@ -318,12 +318,13 @@ def pool_health(manager: BaseJobManager) -> Tuple[str, str]:  # The manager
         why = getattr(manager, '_no_workers_message', None)
         return 'down', (why() if callable(why) else f"every {manager.worker_type} worker slot is retired") + '. New jobs are refused until the app restarts.'
     retired = states.count('retired')
-    back = sum(1 for w in pool if w['state'] in ('restarting', 'starting', 'new') and w['restarts'])
+    back = sum(1 for w in pool if w['state'] == 'restarting' and w['crashes'])  # waiting out a crash's backoff
     if retired or back:
-        parts = ([f"{retired} of {n} worker slots retired"] if retired else []) + ([f"{back} of {n} workers restarting"] if back else [])
+        parts = ([f"{retired} of {n} worker slots retired"] if retired else []) + ([f"{back} of {n} workers restarting after a crash"] if back else [])
         crashes = sum(w['crashes'] for w in pool)
         return 'degraded', ', '.join(parts) + (f" ({crashes:,} crashes so far)" if crashes else '') + '. Jobs still run on the others.'
-    if any(s in ('new', 'starting') for s in states): return 'starting', 'Workers are starting.'
+    starting = sum(1 for s in states if s in ('new', 'starting', 'restarting'))
+    if starting: return 'starting', f"{starting} of {n} workers starting (a new one replaces a worker that was stopped or crashed)."
     return 'ok', f"{n} worker{'s' if n != 1 else ''} ready."
 
 def _mb(rss: Optional[int]) -> str: return '–' if rss is None else f"{rss / 2**20:.0f} MB"
