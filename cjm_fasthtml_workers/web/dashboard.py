@@ -327,7 +327,11 @@ def pool_health(manager: BaseJobManager) -> Tuple[str, str]:  # The manager
     if starting: return 'starting', f"{starting} of {n} workers starting (a new one replaces a worker that was stopped or crashed)."
     return 'ok', f"{n} worker{'s' if n != 1 else ''} ready."
 
-def _mb(rss: Optional[int]) -> str: return '–' if rss is None else f"{rss / 2**20:.0f} MB"
+def _mb(rss: Optional[int]) -> str:
+    "Resident memory to two significant figures (so that the pool's panel changes, and is sent again, only when it really grew)."
+    if rss is None: return '–'
+    mb = rss / 2**20
+    return f"{mb / 1024:.1f} GB" if mb >= 995 else f"{float(f'{mb:.2g}'):.0f} MB"
 
 def workers_panel(manager: BaseJobManager,  # The manager
                   viewer: Any = EVERYONE,  # Who is looking
