@@ -345,12 +345,14 @@ def test_a_server_restart_under_an_open_page(js_dir, browser):
     assert status(browser, old) == 'running'  # what it last knew; it does not say live
     with demo_server(js_dir, port) as url:
         t0 = time.monotonic()
-        def fresh():
-            pids = set(browser.js("return [...document.querySelectorAll('#workers [data-state=idle]')].map(e => e.dataset.pid)"))
-            return live_state(browser) == 'live' and status(browser, old) is None and len(pids) == 2 and not pids & old_pids
+        def fresh():  # the old server's job and workers gone, the new server's workers shown (idle, or still starting)
+            pids = set(browser.js("return [...document.querySelectorAll('#workers [data-state]')].map(e => e.dataset.pid)")) - {''}
+            return live_state(browser) == 'live' and status(browser, old) is None and not pids & old_pids and \
+                browser.js("return document.querySelectorAll('#workers [data-state]').length") == 2
         wait_for(fresh, 10, "the new server's state")
         took = time.monotonic() - t0
         assert took < 2.0, f"the new server's state took {took:.1f} s to show"
+        wait_for(lambda: browser.js("return document.querySelectorAll('#workers [data-state=idle]').length") == 2, 20, 'the new workers')
         n = start_form(browser, 'echo', {'text': 'new server'})
         wait_status(browser, n, 'completed')
 
