@@ -171,6 +171,7 @@ def measure_cancel(url):
     finally: b.quit()
 
 
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stopped by `timeout`: still stop the server (the finally below)
 if WHAT == 'page': measure_page()
 else:
     port = free_port()

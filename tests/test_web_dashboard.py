@@ -364,3 +364,27 @@ def test_pool_health_says_plainly_what_is_wrong():
     assert pool_health(Stub(('starting', 1, 0), ('idle', 0, 0)))[0] == 'starting'  # replacing a worker the manager stopped (a cancel)
     health, why = pool_health(Stub(('retired', 6, 6), ('retired', 6, 6)))
     assert health == 'down' and 'restart policy (never)' in why and 'New jobs are refused' in why
+
+# --- 6. a pool that is down says so ---
+def test_a_retired_pool_is_said_plainly_on_the_page_and_refuses_jobs():
+    "Workers that cannot start retire their slots (the restart policy's limit): the page says so in the policy's own terms."
+    from engine_plugins import broken_entry_point
+    async def go():
+        b = SSEBroadcaster()
+        manager = JobManager('demo', 'demo', entry_point=broken_entry_point, event_broadcaster=b,
+                             worker_config=WorkerConfig(max_workers=1, max_restart_attempts=1))
+        app = FastHTML(default_hdrs=False, secret_key='tests')
+        dash = JobDashboard(manager, b, js='cdn').register(app)
+        try:
+            with pytest.raises(Exception): await manager.start()
+            cli = Client(app, {'Origin': BASE})
+            page = (await cli.get('/jobs')).text
+            banner = re.search(r'<p[^>]*class="banner banner-down"[^>]*>(.*?)</p>', page, re.S).group(1)
+            assert 'Workers down: ' in banner and 'under the always policy' in banner and 'New jobs are refused' in banner, banner
+            assert 'cannot load the model weights' in banner and 'data-state="down"' in page and '>no workers<' in page
+            code, text = await start(cli, 'echo')
+            assert code == 503 and 'every worker slot is retired' in text, (code, text)
+        finally:
+            dash.close(); b.close()
+            await manager.shutdown()
+    run(go())
