@@ -129,13 +129,14 @@ def js_dir():
     return d
 
 @contextmanager
-def demo_server(js_dir, port=None, workers=2):
-    "The demo app in its own process group; yields its URL; stops it with Ctrl-C (SIGINT) and checks it stopped cleanly."
+def demo_server(js_dir, port=None, workers=2, db=None):
+    """The demo app in its own process group; yields its URL; stops it with Ctrl-C (SIGINT) and checks it stopped cleanly.
+    Its jobs are kept in the SQLite file `db`, or in memory only (never in the user's own cache)."""
     port = port or free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH', ''))
     log = open(tempfile.mktemp(prefix='cjm-demo-', suffix='.log'), 'w+')
     proc = subprocess.Popen([sys.executable, '-m', 'cjm_fasthtml_workers.demo', '--offline', '--js-dir', str(js_dir), '--port', str(port),
-                             '--workers', str(workers), '--log-level', 'warning'], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                             '--workers', str(workers), '--log-level', 'warning', *(['--db', str(db)] if db else ['--memory'])], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f'http://127.0.0.1:{port}/'
     try:
         wait_for(lambda: proc.poll() is None and urllib.request.urlopen(url, timeout=2).status == 200, 30, 'the demo server')
@@ -355,6 +356,24 @@ def test_a_server_restart_under_an_open_page(js_dir, browser):
         wait_for(lambda: browser.js("return document.querySelectorAll('#workers [data-state=idle]').length") == 2, 20, 'the new workers')
         n = start_form(browser, 'echo', {'text': 'new server'})
         wait_status(browser, n, 'completed')
+
+def test_a_restarted_demo_still_shows_the_earlier_jobs(js_dir, browser, tmp_path):
+    "With its SQLite file, a restarted demo shows the browser's jobs of before: finished with results, the one it ran failed with the cause."
+    port, db = free_port(), tmp_path / 'demo-jobs.db'
+    with demo_server(js_dir, port, db=db) as url:
+        open_dashboard(browser, url)
+        done = start_form(browser, 'echo', {'text': 'kept across a restart'})
+        wait_status(browser, done, 'completed')
+        cut = start_preset(browser, 'sleep')
+        wait_status(browser, cut, 'running')
+    with demo_server(js_dir, port, db=db) as url:
+        open_dashboard(browser, url)  # the same browser, so the same session: its jobs
+        wait_status(browser, done, 'completed')
+        assert 'kept across a restart' in browser.js("return document.getElementById('job-' + arguments[0]).textContent", done)
+        wait_status(browser, cut, 'failed')
+        assert 'stopped while it ran' in browser.js("return document.getElementById('job-' + arguments[0]).textContent", cut)
+        again = start_form(browser, 'echo', {'text': 'after the restart'})
+        wait_status(browser, again, 'completed')
 
 # --- 3. a job view worth opening ---
 def test_job_view(server, browser):

@@ -4,14 +4,16 @@
 
 # %% auto #0
 __all__ = ['DEMO_PLUGINS', 'DEMO_DEFAULTS', 'DEMO_PRESETS', 'PluginMeta', 'DemoPluginRegistry', 'DemoResourceManager',
-           'create_app', 'demo_hosts', 'serve', 'main']
+           'create_app', 'default_db_path', 'open_demo_store', 'demo_hosts', 'serve', 'main']
 
 # %% ../../nbs/demo/app.ipynb #594d299b
-import argparse, asyncio, ipaddress, logging, secrets, socket, sys, threading
+import argparse, asyncio, ipaddress, logging, os, secrets, socket, sys, threading
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..core.config import WorkerConfig
+from ..core.store import JobStore, SQLiteJobStore, StoreError
 from ..managers.base import JobManager
 from .plugins import demo_plugins
 
@@ -78,6 +80,8 @@ def create_app(
     job_timeout: Optional[float] = 120.0,  # Seconds a job may run before it is stopped and failed
     max_queue_size: Optional[int] = 200,  # Most pending jobs in all
     max_jobs_per_owner: Optional[int] = 8,  # Most unfinished jobs of one browser session
+    job_store: Optional[JobStore] = None,  # Where job records live; default memory only (see `open_demo_store`)
+    secret_key: Optional[str] = None,  # Signs the session cookie (so browsers keep their jobs across restarts); default a new one
 ):
     "The demo FastHTML app; returns `(app, manager, broadcaster)`."
     from fasthtml.common import FastHTML
@@ -86,7 +90,7 @@ def create_app(
     broadcaster = SSEBroadcaster(keepalive=keepalive)
     config = WorkerConfig(max_workers=workers, job_timeout=job_timeout, max_queue_size=max_queue_size, restart_policy='backoff',
                           restart_backoff_base=0.2, restart_backoff_max=1.0)
-    manager = JobManager('demo', 'demo', entry_point=demo_plugins, supports_streaming=True, worker_config=config,
+    manager = JobManager('demo', 'demo', entry_point=demo_plugins, supports_streaming=True, worker_config=config, job_store=job_store,
                          plugin_registry=DemoPluginRegistry(), resource_manager=DemoResourceManager(), event_broadcaster=broadcaster)
     dash = JobDashboard(manager, broadcaster, prefix='', title='cjm-fasthtml-workers demo', defaults=DEMO_DEFAULTS, presets=DEMO_PRESETS,
                         js=js, js_dir=js_dir, allowed_hosts=allowed_hosts or LOCAL_HOSTS, max_jobs_per_owner=max_jobs_per_owner)
@@ -97,9 +101,31 @@ def create_app(
         dash.close()
         broadcaster.close()
         await manager.shutdown()
-    app = FastHTML(default_hdrs=False, secret_key=secrets.token_hex(16), on_startup=[startup], on_shutdown=[shutdown])
+    app = FastHTML(default_hdrs=False, secret_key=secret_key or secrets.token_hex(16), on_startup=[startup], on_shutdown=[shutdown])
     dash.register(app)
     return app, manager, broadcaster
+
+# %% ../../nbs/demo/app.ipynb #6eac57d1
+def default_db_path() -> Path:
+    "Where the demo keeps its jobs: `$CJM_WORKERS_DB`, else `~/.cache/cjm-fasthtml-workers/demo-jobs.db`."
+    return Path(os.environ.get('CJM_WORKERS_DB') or Path.home() / '.cache' / 'cjm-fasthtml-workers' / 'demo-jobs.db')
+
+def open_demo_store(path: Optional[str] = None,  # The SQLite file; default `default_db_path()`
+                   ) -> tuple:  # (the store, the session key kept in `<path>.secret`)
+    "The demo's job store and the key that signs its session cookies, both kept across restarts."
+    path = Path(path or default_db_path()).expanduser()
+    try: path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise StoreError(f"cannot create the folder of the job store {path}: {e}") from None
+    key_file = path.with_name(path.name + '.secret')
+    try:
+        if not key_file.exists():
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # only its owner can read it
+            with os.fdopen(fd, 'w') as f: f.write(secrets.token_hex(32))
+        key = key_file.read_text().strip()
+    except FileExistsError: key = key_file.read_text().strip()  # another demo made it at the same moment
+    except OSError as e: raise StoreError(f"cannot keep the session key {key_file}: {e}") from None
+    if len(key) < 32: raise StoreError(f"the session key {key_file} is too short ({len(key)} characters); delete it to make a new one")
+    return SQLiteJobStore(path), key
 
 # %% ../../nbs/demo/app.ipynb #930faa05
 def demo_hosts(host: str,  # The interface the server binds to
@@ -123,17 +149,21 @@ def serve(
     log_level: str = 'info',  # uvicorn's log level
     allowed_hosts: Sequence[str] = (),  # More host names to answer to
     job_timeout: Optional[float] = 120.0,  # Seconds a job may run
+    db: Optional[str] = '',  # The SQLite file jobs are kept in; '' the default one (`default_db_path()`), None memory only
 ) -> None:
     "Run the demo server until interrupted."
     import uvicorn
-    app, manager, broadcaster = create_app(workers, js, js_dir, allowed_hosts=demo_hosts(host, allowed_hosts), job_timeout=job_timeout)
+    store, key = open_demo_store(db or None) if db is not None else (None, None)
+    app, manager, broadcaster = create_app(workers, js, js_dir, allowed_hosts=demo_hosts(host, allowed_hosts), job_timeout=job_timeout,
+                                           job_store=store, secret_key=key)
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):
             loop = getattr(app.state, 'loop', None)
             if loop is not None and not loop.is_closed(): loop.call_soon_threadsafe(broadcaster.close)
             super().handle_exit(sig, frame)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan='on', timeout_graceful_shutdown=5)
-    print(f"cjm-fasthtml-workers demo: http://{host}:{port}  ({workers} workers; Ctrl-C to stop)", flush=True)
+    kept = f"jobs kept in {store.path}" if store is not None else "jobs kept in memory only"
+    print(f"cjm-fasthtml-workers demo: http://{host}:{port}  ({workers} workers, {kept}; Ctrl-C to stop)", flush=True)
     try: Server(config).run()
     except KeyboardInterrupt: pass
 
@@ -150,10 +180,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument('--cdn', action='store_true', help='always load htmx from a CDN')
     ap.add_argument('--js-dir', default=None, help='local JavaScript directory (default $CJM_WORKERS_JS_DIR or ~/.cache/cjm-fasthtml-workers/js)')
     ap.add_argument('--fetch-js', action='store_true', help='fetch htmx from the npm registry into the local directory, then exit')
+    ap.add_argument('--db', default='', metavar='PATH', help='SQLite file the jobs are kept in across restarts (default $CJM_WORKERS_DB or ~/.cache/cjm-fasthtml-workers/demo-jobs.db)')
+    ap.add_argument('--memory', action='store_true', help='keep jobs in memory only (a restart forgets them)')
     ap.add_argument('--log-level', default='info')
     a = ap.parse_args(argv)
     if a.fetch_js:
         from cjm_fasthtml_workers.web.dashboard import fetch_js
         print(f"fetched htmx.min.js into {fetch_js(a.js_dir)}"); return
-    try: serve(a.host, a.port, a.workers, 'local' if a.offline else 'cdn' if a.cdn else 'auto', a.js_dir, a.log_level, a.allowed_host, a.job_timeout)
-    except FileNotFoundError as e: sys.exit(f"cjm-workers-demo: {e}")
+    try: serve(a.host, a.port, a.workers, 'local' if a.offline else 'cdn' if a.cdn else 'auto', a.js_dir, a.log_level, a.allowed_host,
+               a.job_timeout, None if a.memory else a.db)
+    except (FileNotFoundError, StoreError) as e: sys.exit(f"cjm-workers-demo: {e}")
