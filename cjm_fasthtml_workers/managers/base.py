@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['logger', 'TERMINAL_STATUSES', 'JobType', 'PARAMS_KEPT_BYTES', 'MANAGER_ARGUMENTS', 'JobStatus', 'BaseJob',
            'UnknownPluginError', 'QueueFullError', 'ManagerClosedError', 'NoWorkersError', 'BaseJobManager',
-           'summarize_params', 'JobManager']
+           'JobManager', 'summarize_params']
 
 # %% ../../nbs/managers/base.ipynb #7c5a4c60
 import asyncio, functools, heapq, importlib, itertools, logging, pickle, queue, secrets, select, sys, threading, time
@@ -44,6 +44,7 @@ class JobStatus(str, Enum):
     def __str__(self) -> str: return self.value
     def __format__(self, spec: str) -> str: return format(self.value, spec)
 
+# %% ../../nbs/managers/base.ipynb #63b5e716
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 _STATUS_NAMES = {s: s.value for s in JobStatus}  # Enum.value is a property: a dict lookup is cheaper on the hot path
 
@@ -98,19 +99,12 @@ class BaseJob:
                 'worker_pid': self.worker_pid, 'progress': self.progress, 'progress_message': self.progress_message,
                 'error': self.error, 'owner': self.owner, 'attempts': len(self.attempts)}
 
+# %% ../../nbs/managers/base.ipynb #c90ab042
 def _parse_time(text: str, name: str) -> datetime:
     "An ISO time (0.0.5 kept them as strings), as an aware datetime (UTC when it names no zone)."
     try: t = datetime.fromisoformat(text)
     except ValueError: raise ValueError(f"{name} must be a datetime or an ISO 8601 string, got {text!r}") from None
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-# %% ../../nbs/managers/base.ipynb #b10c0001
-_BASE_JOB_FIELDS = frozenset(f.name for f in fields(BaseJob))
-
-@functools.lru_cache(maxsize=None)
-def _extra_fields(cls: type) -> Tuple[str, ...]:
-    "The fields a job class adds to BaseJob's (a durable store keeps them with the job)."
-    return tuple(f.name for f in fields(cls) if f.name not in _BASE_JOB_FIELDS) if is_dataclass(cls) else ()
 
 # %% ../../nbs/managers/base.ipynb #4896f77a
 class UnknownPluginError(ValueError):
@@ -178,6 +172,7 @@ class _Sent:
     @property
     def config(self) -> Dict[str, Any]: return self.work[1]
 
+# %% ../../nbs/managers/base.ipynb #59cafd49
 class _Slot:
     "One place in the worker pool and the worker currently in it."
     def __init__(self, index: int):
@@ -229,6 +224,7 @@ class _Slot:
 # %% ../../nbs/managers/base.ipynb #f0fb32e3
 JobType = TypeVar('JobType', bound=BaseJob)  # The job class of a manager: `BaseJobManager[MyJob]`
 
+# %% ../../nbs/managers/base.ipynb #d5964606
 class BaseJobManager(ABC, Generic[JobType]):
     "Runs jobs for one category of plugins in a pool of worker processes."
     def __init__(self,
@@ -329,6 +325,40 @@ def _last_resort_cleanup(backend, store=None, log=logger) -> None:  # (`log` bou
     if kill_all is not None and kill_all(0.5): log.warning("killed worker processes of a job manager that was not shut down")
     if store is not None: store.close()
 
+# %% ../../nbs/managers/base.ipynb #fca7fca6
+class JobManager(BaseJobManager):
+    "A ready-to-use job manager: give it the entry point that builds the workers' plugins."
+    def __init__(self,
+                 worker_type: str,  # Name of this kind of worker
+                 category: Any,  # Plugin category
+                 entry_point: Optional[Callable[[], Any]] = None,  # Picklable callable returning the plugin manager or a mapping of plugins
+                 **kwargs,  # Any other `BaseJobManager` argument
+                ):
+        super().__init__(worker_type, category, **kwargs)
+        overridden = type(self).get_worker_entry_point is not JobManager.get_worker_entry_point
+        if entry_point is None and not overridden:
+            raise TypeError(f"{type(self).__name__} needs entry_point=: a function, importable by worker processes, that returns "
+                            "the workers' plugins (a mapping of plugin ids to functions or Plugin classes, or a plugin manager); "
+                            "or override get_worker_entry_point()")
+        if entry_point is not None: _check_entry_point(entry_point, self.config.start_method)
+        self.entry_point = entry_point
+
+    def get_worker_entry_point(self): return self.entry_point
+    def create_job(self, plugin_id: str, **kwargs) -> BaseJob: return BaseJob(self.new_job_id(), plugin_id, params=kwargs)
+    def prepare_execute_request(self, job: BaseJob) -> Dict[str, Any]: return job.params
+    def extract_job_result(self, job: BaseJob, result_data: Any) -> Any: return result_data
+
+# %% ../../nbs/managers/base.ipynb #2a7b9877
+def _check_entry_point(entry_point: Any, start_method: str) -> None:
+    "Refuse an entry point that no worker could run, before any worker is started."
+    if not callable(entry_point):
+        raise TypeError(f"entry_point must be a function that returns the workers' plugins, got {type(entry_point).__name__} {entry_point!r}")
+    if start_method == 'fork': return  # a forked worker inherits it; nothing is pickled
+    try: pickle.dumps(entry_point)
+    except Exception as e:
+        raise TypeError(f"entry_point {entry_point!r} cannot be sent to a worker process under the {start_method!r} start method "
+                        f"({type(e).__name__}: {e}); define it at the top level of a module the workers can import") from None
+
 # %% ../../nbs/managers/base.ipynb #20303347
 @patch
 def new_job_id(self: BaseJobManager) -> str:
@@ -339,6 +369,7 @@ def new_job_id(self: BaseJobManager) -> str:
         pool.extend(fresh[i:i + 12] for i in range(0, len(fresh), 12))
     return pool.pop().hex()
 
+# %% ../../nbs/managers/base.ipynb #e5c5572c
 @patch
 def _spawn(self: BaseJobManager, coro) -> asyncio.Task:
     "Run a coroutine as a task the manager keeps a reference to."
@@ -352,6 +383,7 @@ def _send(self: BaseJobManager, handle, msg) -> None:
     if self._gated is None: return handle.send(msg)
     self._gated.append((handle, msg))
 
+# %% ../../nbs/managers/base.ipynb #839c7789
 @patch
 def _mark_before_sending(self: BaseJobManager, job: BaseJob) -> None:
     "With a durable store: make sure the store has the job's `sent` mark before its request can reach a worker."
@@ -385,6 +417,7 @@ def _heap_smallest(heap: list, k: int) -> list:
             if child < len(heap): heapq.heappush(frontier, (heap[child], child))
     return out
 
+# %% ../../nbs/managers/base.ipynb #0d41f058
 @patch
 def _resource(self: BaseJobManager, method: str, *args, **kwargs) -> None:
     "Tell the resource manager something, in the background."
@@ -410,6 +443,7 @@ def _worker_event(self: BaseJobManager, event: str, slot: _Slot, status: str, **
                                                                  'status': status, 'slot': slot.index, 'worker_type': self.worker_type,
                                                                  'restarts': slot.restarts, 'timestamp': _now().isoformat(), **extra})
 
+# %% ../../nbs/managers/base.ipynb #bbfa0f6d
 @patch
 async def broadcast_event(self: BaseJobManager,
                           event_type: str,  # The app's own event name
@@ -447,6 +481,7 @@ def _wake_streams(self: BaseJobManager, job: BaseJob) -> None:
     for fut in self._chunk_waiters.pop(job.id, ()):
         if not fut.done(): fut.set_result(None)
 
+# %% ../../nbs/managers/base.ipynb #bdc45e15
 @patch
 def _forget_old_jobs(self: BaseJobManager) -> None:
     "Drop the oldest finished jobs beyond the retention limits, so memory (and the store) stays bounded."
@@ -463,6 +498,7 @@ def _forget_old_jobs(self: BaseJobManager) -> None:
             forgotten.append(history.popleft()); jobs.pop(forgotten[-1], None)
     if forgotten and self._store is not None: self._store.forget(forgotten)
 
+# %% ../../nbs/managers/base.ipynb #f75f9e20
 @patch
 def _fail(self: BaseJobManager, job: BaseJob, message: str, info: Optional[Dict[str, Any]] = None) -> None:
     if job.status is JobStatus.RUNNING and self._can_retry(job, info): return self._retry(job, message, info)
@@ -507,6 +543,14 @@ def _requeue_retry(self: BaseJobManager, job: BaseJob) -> None:
     heapq.heappush(self._queue, (-job.priority, next(self._seq), job))
     self._dispatch()
 
+# %% ../../nbs/managers/base.ipynb #b10c0001
+_BASE_JOB_FIELDS = frozenset(f.name for f in fields(BaseJob))
+
+@functools.lru_cache(maxsize=None)
+def _extra_fields(cls: type) -> Tuple[str, ...]:
+    "The fields a job class adds to BaseJob's (a durable store keeps them with the job)."
+    return tuple(f.name for f in fields(cls) if f.name not in _BASE_JOB_FIELDS) if is_dataclass(cls) else ()
+
 # %% ../../nbs/managers/base.ipynb #b10c0003
 def _job_class(path: Optional[str]) -> type:
     "The job class a record names ('module:qualname'), or BaseJob when it cannot be imported."
@@ -520,6 +564,7 @@ def _job_class(path: Optional[str]) -> type:
 
 def _when(ts: Optional[float]) -> Optional[datetime]: return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
 
+# %% ../../nbs/managers/base.ipynb #ae438303
 def _rebuild_job(rec: Dict[str, Any]) -> BaseJob:
     "A job from its store record."
     created, started, completed = _when(rec['created_at']) or _now(), _when(rec['started_at']), _when(rec['completed_at'])
@@ -543,6 +588,7 @@ def _rebuild_job(rec: Dict[str, Any]) -> BaseJob:
         logger.warning("job %s is rebuilt as a BaseJob: its class %s cannot be made from its record (%s: %s)", rec['id'], rec.get('job_class'), type(e).__name__, e)
         return BaseJob(**values)
 
+# %% ../../nbs/managers/base.ipynb #5849edf1
 @patch
 def _recover(self: BaseJobManager, records: List[Dict[str, Any]]) -> None:
     "Take back the jobs the store holds: pending ones queued again in order, interrupted ones failed or requeued, finished ones readable."
@@ -584,37 +630,7 @@ def _recover(self: BaseJobManager, records: List[Dict[str, Any]]) -> None:
     if records: logger.info("%s recovered %d jobs from %r: %s", type(self).__name__, len(records), self.store,
                             ', '.join(f"{n} {what}" for what, n in counts.items()))
 
-# %% ../../nbs/managers/base.ipynb #3b294b11
-@patch
-async def start(self: BaseJobManager) -> None:
-    "Start the worker pool and wait until every worker is ready (or has failed to start); `start_job` does this on first use."
-    loop = asyncio.get_running_loop()
-    if self._closed: raise ManagerClosedError(f"{type(self).__name__} has been shut down; create a new manager")
-    if self._loop is None:
-        self._loop, self._ready = loop, loop.create_future()
-        self.store.bind(loop)
-        for slot in self._slots + self._standby: self._spawn(self._launch(slot))
-    else: self._check_loop()
-    if not self._ready.done():
-        try: await asyncio.wait_for(asyncio.shield(self._ready), self.config.worker_start_timeout)
-        except asyncio.TimeoutError:
-            raise NoWorkersError(f"no {self.worker_type} worker became ready within {self.config.worker_start_timeout}s"
-                                 f"{self._last_start_error()}") from None
-    self._ready.result()
-
-@patch
-def _check_loop(self: BaseJobManager) -> None:
-    "Refuse calls from an event loop other than the one the manager runs on (its futures and timers live there)."
-    if self._loop is not None and asyncio.get_running_loop() is not self._loop:
-        raise RuntimeError(f"{type(self).__name__} is bound to the event loop it was first used on; call it from that loop")
-
-@patch
-def _last_start_error(self: BaseJobManager) -> str:
-    errors = [s.start_error for s in self._slots + self._standby if s.start_error]
-    if not errors: return ''
-    e = errors[-1]
-    return f"; the worker entry point failed: {e['type']}: {e['message']}" if e['type'] != 'WorkerDied' else f"; {e['message']}"
-
+# %% ../../nbs/managers/base.ipynb #478e4bed
 @patch
 async def _launch(self: BaseJobManager, slot: _Slot) -> None:
     "Start a worker in a slot; its ReadyReply makes it idle."
@@ -637,6 +653,7 @@ async def _launch(self: BaseJobManager, slot: _Slot) -> None:
     elif self.config.placement_timeout is not None:
         slot.timer = self._loop.call_later(self.config.placement_timeout, self._placement_timed_out, slot, handle)
 
+# %% ../../nbs/managers/base.ipynb #eb682c4e
 @patch
 def _on_placed(self: BaseJobManager, handle) -> None:
     "The backend found the worker somewhere to run (called during `start_worker` for a local process)."
@@ -682,6 +699,7 @@ def _on_message(self: BaseJobManager, handle, msg) -> None:
     elif kind is ReadyReply: self._on_ready(slot, msg)
     else: logger.warning("unexpected %s from worker %s", kind.__name__, slot.pid)
 
+# %% ../../nbs/managers/base.ipynb #f83238d4
 @patch
 def _on_ready(self: BaseJobManager, slot: _Slot, msg: ReadyReply) -> None:
     slot.cancel_timer()
@@ -704,6 +722,7 @@ def _check_ready(self: BaseJobManager) -> None:
     if all(s.ready_once or s.state == 'retired' for s in self._slots + self._standby):
         if any(s.ready_once for s in self._slots): self._ready.set_result(None)
 
+# %% ../../nbs/managers/base.ipynb #8a4f79e3
 @patch
 def _current_job(self: BaseJobManager, slot: _Slot, req_id: int) -> Optional[BaseJob]:
     "The job a reply is about, if it is the slot's current job; a held job it speaks of has started after all."
@@ -732,6 +751,7 @@ def _on_result(self: BaseJobManager, slot: _Slot, msg: ResultReply) -> None:
     self._advance(slot)
     self._dispatch()
 
+# %% ../../nbs/managers/base.ipynb #7aad804e
 @patch
 def _on_error(self: BaseJobManager, slot: _Slot, msg: ErrorReply) -> None:
     job = self._current_job(slot, msg.req_id) if msg.job_id else None
@@ -749,6 +769,7 @@ def _on_error(self: BaseJobManager, slot: _Slot, msg: ErrorReply) -> None:
         slot.start_error = msg.error
         logger.error("%s worker %s failed to start:\n%s", self.worker_type, slot.pid, msg.error.get('traceback') or msg.error['message'])
 
+# %% ../../nbs/managers/base.ipynb #961e99de
 @patch
 def _on_chunk(self: BaseJobManager, slot: _Slot, msg: ChunkReply) -> None:
     job = self._current_job(slot, msg.req_id)
@@ -770,6 +791,7 @@ def _on_progress(self: BaseJobManager, slot: _Slot, msg: ProgressReply) -> None:
         self._events.progress(self._event_names['progress'], {'job_id': job.id, 'status': job.status.value, 'progress': msg.progress,
                                                               'message': msg.message, 'worker_type': self.worker_type}, job.id)
 
+# %% ../../nbs/managers/base.ipynb #958c0954
 @patch
 def _on_stats(self: BaseJobManager, slot: _Slot, msg: StatsReply) -> None:
     "A worker's periodic report: its memory use decides whether it is recycled."
@@ -812,6 +834,7 @@ def _send_job(self: BaseJobManager, slot: _Slot, job: BaseJob) -> Tuple[int, byt
     if len(payload) > PARAMS_KEPT_BYTES: job.params = summarize_params(job.params)
     return req_id, work, config
 
+# %% ../../nbs/managers/base.ipynb #8388910b
 @patch
 def _begin(self: BaseJobManager, slot: _Slot, job: BaseJob, req_id: int, config: Dict[str, Any]) -> None:
     "The worker starts this job now: it is running."
@@ -858,6 +881,7 @@ def _note_runtime(self: BaseJobManager, slot: _Slot, job: BaseJob) -> None:
     took, recent = self._loop.time() - slot.started, self._runtimes.get(job.plugin_id)
     self._runtimes[job.plugin_id] = took if recent is None else 0.7 * recent + 0.3 * took
 
+# %% ../../nbs/managers/base.ipynb #ae156642
 @patch
 def _can_take_ahead(self: BaseJobManager, slot: _Slot, now: float) -> bool:
     "Whether a busy worker can be sent a job ahead: its current job is short and has not run long, it is not held or to be recycled."
@@ -876,6 +900,7 @@ def _ahead_depth(self: BaseJobManager, runtime: float) -> int:
     if runtime * cap <= self.config.prefetch_max_runtime: return cap
     return max(1, int(self.config.prefetch_max_runtime / runtime))
 
+# %% ../../nbs/managers/base.ipynb #352d8363
 @patch
 def _send_ahead(self: BaseJobManager) -> None:
     "Send queued short jobs to busy workers running short jobs, to the least loaded first, up to `prefetch` each."
@@ -941,6 +966,7 @@ def _held_started(self: BaseJobManager, slot: _Slot) -> None:
     self._sent_ahead.pop(sent.job.id, None)
     if sent.job.status is JobStatus.PENDING: self._begin(slot, sent.job, sent.req_id, sent.config)
 
+# %% ../../nbs/managers/base.ipynb #31edc1a7
 @patch
 def _reclaim(self: BaseJobManager) -> None:
     "With a worker idle and nothing queued, take back the jobs waiting behind a job that has run longer than `prefetch_max_runtime`."
@@ -1031,6 +1057,7 @@ def _bootstrap_hint(self: BaseJobManager) -> str:
     return (f"; under the '{self.config.start_method}' start method each worker process first imports the app's main module "
             f"({main.__file__}), so a script must start the manager under `if __name__ == '__main__':`")
 
+# %% ../../nbs/managers/base.ipynb #1734e479
 @patch
 def _after_worker_end(self: BaseJobManager, slot: _Slot, stopped_by_manager: bool, during_job: bool = False) -> None:
     "Replace the slot's worker per the restart policy, or retire the slot."
@@ -1066,6 +1093,7 @@ def _policy_gave_up(self: BaseJobManager) -> str:
 def _no_workers_message(self: BaseJobManager) -> str:
     return f"no {self.worker_type} worker is available: every worker slot is retired, as {self._policy_gave_up()}{self._last_start_error()}"
 
+# %% ../../nbs/managers/base.ipynb #4aeaa5ce
 @patch
 def _promote_standby(self: BaseJobManager, slot: _Slot) -> bool:
     "Put a ready standby worker in `slot` at once (and start a new standby); False when none is ready."
@@ -1084,6 +1112,7 @@ def _promote_standby(self: BaseJobManager, slot: _Slot) -> bool:
     self._dispatch()
     return True
 
+# %% ../../nbs/managers/base.ipynb #0a29793d
 @patch
 def _check_capacity(self: BaseJobManager) -> None:
     "With every slot retired, fail what is pending and refuse new jobs."
@@ -1108,6 +1137,7 @@ def _meta_id(meta: Any) -> str:
     unique = getattr(meta, 'get_unique_id', None)
     return unique() if callable(unique) else meta.name
 
+# %% ../../nbs/managers/base.ipynb #626639ef
 @patch
 async def _ask_registry(self: BaseJobManager, fn: Callable, *args, what: str, subject: str) -> Any:
     "Call `fn(*args)` on the registry thread and wait for it, within `integration_timeout`."
@@ -1143,6 +1173,7 @@ async def _resolve_plugin(self: BaseJobManager, plugin_id: str) -> Tuple[str, Di
         raise TypeError(f"the plugin registry returned a {type(config).__name__} as the configuration of {plugin_id!r}; a dict is required")
     return key, config, meta
 
+# %% ../../nbs/managers/base.ipynb #e4891b11
 @patch
 async def _validate_resources(self: BaseJobManager,
                               plugin_id: str,  # The plugin a job is asked for
@@ -1194,6 +1225,7 @@ def _pickle_params(plugin_id: str, params: Dict[str, Any]) -> bytes:
 # %% ../../nbs/managers/base.ipynb #5a7c2e11
 PARAMS_KEPT_BYTES = 4096  # Pickled parameters larger than this are kept only as a summary once sent to a worker
 
+# %% ../../nbs/managers/base.ipynb #97713448
 def summarize_params(
     params: Any,  # A job's parameters (or any value in them)
     max_chars: int = 200,  # Longest string kept whole
@@ -1219,9 +1251,155 @@ def summarize_params(
     text = repr(params)
     return text if len(text) <= max_chars else f"{text[:max_chars]}… ({type(params).__name__})"
 
-# %% ../../nbs/managers/base.ipynb #6f624e16
-MANAGER_ARGUMENTS = ('plugin_id', 'priority', 'owner', 'max_retries', 'retry_backoff')  # start_job's own arguments: no job parameter has these names
+# %% ../../nbs/managers/base.ipynb #3b294b11
+@patch
+async def start(self: BaseJobManager) -> None:
+    "Start the worker pool and wait until every worker is ready (or has failed to start); `start_job` does this on first use."
+    loop = asyncio.get_running_loop()
+    if self._closed: raise ManagerClosedError(f"{type(self).__name__} has been shut down; create a new manager")
+    if self._loop is None:
+        self._loop, self._ready = loop, loop.create_future()
+        self.store.bind(loop)
+        for slot in self._slots + self._standby: self._spawn(self._launch(slot))
+    else: self._check_loop()
+    if not self._ready.done():
+        try: await asyncio.wait_for(asyncio.shield(self._ready), self.config.worker_start_timeout)
+        except asyncio.TimeoutError:
+            raise NoWorkersError(f"no {self.worker_type} worker became ready within {self.config.worker_start_timeout}s"
+                                 f"{self._last_start_error()}") from None
+    self._ready.result()
 
+@patch
+def _check_loop(self: BaseJobManager) -> None:
+    "Refuse calls from an event loop other than the one the manager runs on (its futures and timers live there)."
+    if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+        raise RuntimeError(f"{type(self).__name__} is bound to the event loop it was first used on; call it from that loop")
+
+@patch
+def _last_start_error(self: BaseJobManager) -> str:
+    errors = [s.start_error for s in self._slots + self._standby if s.start_error]
+    if not errors: return ''
+    e = errors[-1]
+    return f"; the worker entry point failed: {e['type']}: {e['message']}" if e['type'] != 'WorkerDied' else f"; {e['message']}"
+
+# %% ../../nbs/managers/base.ipynb #393f635b
+def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
+    try: return asyncio.get_running_loop()
+    except RuntimeError: return None
+
+@patch
+def shutdown(self: BaseJobManager,
+             grace: Optional[float] = None,  # Seconds before killing workers; default `WorkerConfig.shutdown_grace`
+            ):  # In async code an awaitable (await it); from plain code nothing to wait for: it has finished
+    "Stop every worker, end unfinished jobs as cancelled and reap every process; await it in async code, or call it from plain code."
+    grace = self.config.shutdown_grace if grace is None else grace
+    here, loop = _running_loop(), self._loop
+    if loop is not None and loop.is_running() and here is not loop:  # the manager's loop runs in another thread: shut down there
+        fut = asyncio.run_coroutine_threadsafe(self._shutdown_on_loop(grace), loop)
+        if here is None: return fut.result()
+        return asyncio.wrap_future(fut)
+    if here is None and loop is not None and not loop.is_closed() and self._shutdown_task is None:
+        loop.run_until_complete(self._shutdown_on_loop(grace))  # its loop is idle: shut down there, events delivered
+        done = loop.create_future(); done.set_result(None)
+        return done  # so that `loop.run_until_complete(manager.shutdown())` works as well
+    if self._shutdown_task is None:
+        self._closed = True
+        on_its_loop = here is not None and (loop is None or here is loop)  # (a manager never started may still have events to send)
+        if not on_its_loop and self._events is not None: self._events.discard()  # no loop will deliver them
+        if loop is not None: self._stop_everything(grace, on_its_loop)
+        if on_its_loop: self._shutdown_task = here.create_task(self._drain())
+        else: self._drain_now(); self._shutdown_task = True
+        self._finalizer.cancel()
+    if here is None: return None
+    task = self._shutdown_task
+    if isinstance(task, asyncio.Task) and task.get_loop() is here: return asyncio.shield(task)
+    done = here.create_future(); done.set_result(None)
+    return done
+
+# %% ../../nbs/managers/base.ipynb #f2ea1db1
+@patch
+async def _shutdown_on_loop(self: BaseJobManager, grace: float) -> None: await self.shutdown(grace)
+
+@patch
+def _refuse_waiters(self: BaseJobManager) -> None:
+    "End every call still waiting on the manager: it has shut down."
+    closing = [(self._ready, ManagerClosedError(f"{type(self).__name__} was shut down while its workers were starting"))]
+    closing += [(fut, ManagerClosedError(f"{type(self).__name__} was shut down before the workers answered")) for fut in self._commands.values()]
+    for fut, error in closing:
+        if fut is None or fut.done(): continue
+        try: fut.set_exception(error); fut.exception()  # retrieved: no one may be waiting for it
+        except RuntimeError: pass  # its event loop has closed: no one is waiting for it
+    self._commands.clear()
+    if self._reclaim_timer is not None: self._reclaim_timer.cancel(); self._reclaim_timer = None
+
+# %% ../../nbs/managers/base.ipynb #34813a32
+@patch
+def _stop_everything(self: BaseJobManager, grace: float, on_its_loop: bool) -> None:
+    "Refuse waiting calls, cancel every unfinished job, stop every worker and reap it (killing it after `grace`); blocking."
+    self._refuse_waiters()
+    unsent = {msg.job_id for _, msg in self._gated or () if type(msg) is ExecuteRequest}  # held at the gate: never reached a worker
+    unsent |= {i for i in self._marked | self._marking if i in self._payloads}  # marked ahead of time, still queued
+    for job_id in unsent:  # plainly pending for the next manager
+        job = self._jobs.get(job_id)
+        if job is not None and job.status is JobStatus.PENDING: self._store.mark_sent(job, False)
+    self._gated = None
+    end = self._cancel if self._store is None else self._leave_for_next  # a durable store keeps unfinished jobs for the next manager
+    for timer in self._retry_timers.values(): timer.cancel()
+    for job in [j for j in self._jobs.values() if j.status is JobStatus.PENDING]: end(job, 'the job manager shut down')
+    self._queue.clear()
+    for slot in self._slots + self._standby:
+        slot.ahead.clear(); slot.held = None; slot.withdrawals.clear()
+    self._sent_ahead.clear(); self._payloads.clear()
+    for slot in self._slots + self._standby:
+        if slot.job is not None: end(slot.job, 'the job manager shut down')
+        slot.cancel_timer()
+        if slot.handle is None:
+            if not slot.launching: slot.state = 'stopped'
+            continue
+        if on_its_loop and slot.state in ('idle', 'standby'):  # let it unload its plugins; SIGTERM otherwise
+            try: slot.handle.send(StopRequest(next(self._req_ids)))
+            except ConnectionError: pass
+        else: slot.handle.terminate()
+        slot.state, slot.stop_reason, slot.job = 'stopping', 'shutdown', None
+    self._idle.clear()
+    for name in ('stop_all', 'kill_all'):  # each worker's end is reported back (to `_on_exit`) as it is reaped
+        step = getattr(self.backend, name, None)
+        if step is not None: step(grace) if name == 'stop_all' else step(0)
+
+# %% ../../nbs/managers/base.ipynb #1a864ce9
+@patch
+def _leave_for_next(self: BaseJobManager, job: BaseJob, reason: str) -> None:
+    "At shutdown with a durable store: the job stays unfinished there; whoever waits for it here is told the manager closed."
+    error = ManagerClosedError(f"{type(self).__name__} shut down before job {job.id} finished; it stays {job.status.value} in {self.store!r}")
+    for fut in self._done_waiters.pop(job.id, ()):
+        try:
+            if not fut.done(): fut.set_exception(error)
+        except RuntimeError: pass  # its event loop has closed
+    self._wake_streams(job)
+
+# %% ../../nbs/managers/base.ipynb #b299f385
+@patch
+async def _drain(self: BaseJobManager) -> None:
+    "Deliver the events still queued, let the integration threads finish their calls (each within `integration_timeout`), close the store."
+    if self._events is not None: await self._events.close(self.config.integration_timeout)
+    await asyncio.to_thread(self.store.close)
+    for calls in (self._resource_calls, self._registry_calls):
+        done = calls.stop()
+        if done is None: continue
+        try: await asyncio.wait_for(asyncio.wrap_future(done), self.config.integration_timeout)
+        except asyncio.TimeoutError: logger.warning("%s calls still running at shutdown; not waiting for them", calls.name)
+
+@patch
+def _drain_now(self: BaseJobManager) -> None:
+    "`_drain` without an event loop: the integration threads' calls are waited for (events cannot be delivered), the store closed."
+    self.store.close()
+    for calls in (self._resource_calls, self._registry_calls):
+        done = calls.stop()
+        if done is None: continue
+        try: done.result(self.config.integration_timeout)
+        except Exception: logger.warning("%s calls still running at shutdown; not waiting for them", calls.name)
+
+# %% ../../nbs/managers/base.ipynb #5481f5c7
 @patch
 async def start_job(self: BaseJobManager,
                     plugin_id: str,  # The plugin to run
@@ -1234,28 +1412,7 @@ async def start_job(self: BaseJobManager,
     "Create a job and queue it; returns without waiting for it to run (with a durable store, once it is written)."
     return (await self._start_jobs(plugin_id, (params,), priority, owner, max_retries, retry_backoff))[0]
 
-@patch
-async def start_jobs(self: BaseJobManager,
-                     plugin_id: str,  # The plugin to run
-                     params: Sequence[Mapping[str, Any]],  # One dict of parameters per job
-                     priority: int = 0,  # Higher runs first (for every job of the batch)
-                     owner: Optional[str] = None,  # Who starts them
-                     max_retries: Optional[int] = None,  # Retries of each after a failure (as in `start_job`)
-                     retry_backoff: Optional[float] = None,  # Seconds before each one's first retry
-                    ) -> List[JobType]:  # The new jobs, in order
-    "Create and queue many jobs of one plugin at once, each checked as `start_job` checks one; none is created if one is refused."
-    if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Sequence):
-        raise TypeError(f"params must be a list of dicts (one per job), got {type(params).__name__}")
-    batch = []
-    for i, p in enumerate(params):
-        if not isinstance(p, Mapping): raise TypeError(f"params[{i}] must be a dict of job parameters, got {type(p).__name__}")
-        clash = [name for name in MANAGER_ARGUMENTS if name in p]
-        if clash:
-            raise ValueError(f"params[{i}] has a parameter named {clash[0]!r}, which is one of start_job's own arguments "
-                             f"({', '.join(MANAGER_ARGUMENTS)}); give the plugin's parameter another name")
-        batch.append(dict(p))
-    return await self._start_jobs(plugin_id, batch, priority, owner, max_retries, retry_backoff)
-
+# %% ../../nbs/managers/base.ipynb #37248ce6
 def _option_problem(max_retries, retry_backoff, plugin_id, priority, owner) -> Optional[Exception]:
     "Why start_job's own arguments are refused, or None."
     if max_retries is not None and (isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0):
@@ -1269,6 +1426,7 @@ def _option_problem(max_retries, retry_backoff, plugin_id, priority, owner) -> O
     if owner is not None and not isinstance(owner, str): return TypeError(f"owner must be a string or None, got {owner!r}")
     return None
 
+# %% ../../nbs/managers/base.ipynb #b85c55ad
 @patch
 async def _start_jobs(self: BaseJobManager, plugin_id: str, batch: Sequence[Dict[str, Any]], priority: int, owner: Optional[str],
                       max_retries: Optional[int] = None, retry_backoff: Optional[float] = None) -> List[BaseJob]:
@@ -1320,30 +1478,32 @@ async def _start_jobs(self: BaseJobManager, plugin_id: str, batch: Sequence[Dict
 
 _NO_CONFIG: Dict[str, Any] = {}  # (shared, never changed: a plugin run without configuration)
 
-# %% ../../nbs/managers/base.ipynb #13801ad3
-@patch
-async def cancel_job(self: BaseJobManager,
-                     job_id: Any,  # The job's id (or the job itself)
-                    ) -> bool:  # True if the job was pending or running and is now cancelled
-    "Cancel a pending or running job; False when it had already finished or is unknown."
-    self._check_loop()
-    job = job_id if isinstance(job_id, BaseJob) else self._jobs.get(job_id)
-    if job is None: return False
-    if job.status is JobStatus.PENDING:
-        self._payloads.pop(job.id, None)
-        self._cancel(job, 'cancelled before it started')
-        slot = self._sent_ahead.get(job.id)
-        if slot is not None:  # sent ahead: the worker drops it unstarted (or, if it has just started it, its result is discarded)
-            sent = next((s for s in slot.ahead if s.job is job), None)
-            if sent is not None: self._ask_back(slot, sent)
-        return True
-    if job.status is JobStatus.RUNNING:
-        slot = next((s for s in self._slots if s.job is job), None)
-        self._cancel(job, 'cancelled while running')
-        if slot is not None: self._stop_worker(slot, 'cancelled')
-        return True
-    return False
+# %% ../../nbs/managers/base.ipynb #6f624e16
+MANAGER_ARGUMENTS = ('plugin_id', 'priority', 'owner', 'max_retries', 'retry_backoff')  # start_job's own arguments: no job parameter has these names
 
+@patch
+async def start_jobs(self: BaseJobManager,
+                     plugin_id: str,  # The plugin to run
+                     params: Sequence[Mapping[str, Any]],  # One dict of parameters per job
+                     priority: int = 0,  # Higher runs first (for every job of the batch)
+                     owner: Optional[str] = None,  # Who starts them
+                     max_retries: Optional[int] = None,  # Retries of each after a failure (as in `start_job`)
+                     retry_backoff: Optional[float] = None,  # Seconds before each one's first retry
+                    ) -> List[JobType]:  # The new jobs, in order
+    "Create and queue many jobs of one plugin at once, each checked as `start_job` checks one; none is created if one is refused."
+    if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Sequence):
+        raise TypeError(f"params must be a list of dicts (one per job), got {type(params).__name__}")
+    batch = []
+    for i, p in enumerate(params):
+        if not isinstance(p, Mapping): raise TypeError(f"params[{i}] must be a dict of job parameters, got {type(p).__name__}")
+        clash = [name for name in MANAGER_ARGUMENTS if name in p]
+        if clash:
+            raise ValueError(f"params[{i}] has a parameter named {clash[0]!r}, which is one of start_job's own arguments "
+                             f"({', '.join(MANAGER_ARGUMENTS)}); give the plugin's parameter another name")
+        batch.append(dict(p))
+    return await self._start_jobs(plugin_id, batch, priority, owner, max_retries, retry_backoff)
+
+# %% ../../nbs/managers/base.ipynb #06a2a86a
 @patch
 def _get(self: BaseJobManager, job_id: str) -> BaseJob:
     job = self._jobs.get(job_id)
@@ -1372,6 +1532,7 @@ async def wait_for_job(self: BaseJobManager,
         if waiters and fut in waiters: waiters.remove(fut)
         raise TimeoutError(f"job {job_id!r} did not finish within {timeout}s (it is {job.status.value})") from None
 
+# %% ../../nbs/managers/base.ipynb #eca11901
 @patch
 async def stream_job(self: BaseJobManager,
                      job_id: str,  # A job of a streaming plugin
@@ -1389,80 +1550,6 @@ async def stream_job(self: BaseJobManager,
         self._chunk_waiters.setdefault(job_id, []).append(fut)
         await fut
 
-# %% ../../nbs/managers/base.ipynb #50db1c2a
-@patch
-def _resolve_command(self: BaseJobManager, req_id: int, state=None, error=None) -> None:
-    fut = self._commands.pop(req_id, None)
-    if fut is None or fut.done(): return
-    if error is None: fut.set_result(state)
-    else: fut.set_exception(RuntimeError(f"{error['type']}: {error['message']}"))
-
-@patch
-async def _broadcast_command(self: BaseJobManager, make_request: Callable[[int], Any], timeout: float, what: str) -> bool:
-    "Send a command to every worker; True when every idle one did it within `timeout` (busy ones do it after their job)."
-    waits = []
-    for slot in self._slots + self._standby:
-        if slot.handle is None or slot.state not in ('idle', 'busy', 'standby'): continue
-        req_id = next(self._req_ids)
-        try: self._send(slot.handle, make_request(req_id))
-        except ConnectionError: continue
-        if slot.state != 'busy':
-            self._commands[req_id] = fut = self._loop.create_future()
-            waits.append(fut)
-    try: await asyncio.wait_for(asyncio.gather(*waits), timeout)
-    except asyncio.TimeoutError:
-        logger.warning("%s: a %s worker did not answer within %ss", what, self.worker_type, timeout); return False
-    except ManagerClosedError: raise
-    except RuntimeError as e:
-        logger.warning("%s failed in a %s worker: %s", what, self.worker_type, e); return False
-    return True
-
-@patch
-async def _plugin_by_id_or_name(self: BaseJobManager, plugin: str) -> Tuple[str, str]:
-    "The job-level id of a plugin given by its id or by the name its workers know it by, and that key."
-    try: return plugin, (await self._resolve_plugin(plugin))[0]
-    except UnknownPluginError:
-        if self.plugin_registry is not None:
-            metas = await self._ask_registry(lambda r, c: list(r.get_plugins_by_category(c)), self.plugin_registry, self.category,
-                                             what='list the plugins of category', subject=self.category)
-            for meta in metas:
-                if getattr(meta, 'name', None) == plugin: return _meta_id(meta), (await self._resolve_plugin(_meta_id(meta)))[0]
-        else:
-            for key, info in self._plugins.items():
-                if info.get('name') == plugin: return key, key
-        raise
-
-@patch
-async def _plugin_command(self: BaseJobManager, plugin: str, make_request: Callable, timeout: float, what: str) -> bool:
-    if self._closed: raise ManagerClosedError(f"{type(self).__name__} has been shut down")
-    await self.start()
-    try: _, key = await self._plugin_by_id_or_name(plugin)
-    except UnknownPluginError as e:
-        logger.warning("%s: %s", what, e); return False
-    return await self._broadcast_command(lambda rid: make_request(rid, key), timeout, what)
-
-@patch
-async def reload_plugin(self: BaseJobManager,
-                        plugin_id: str,  # The plugin to reload: its id, or the name its workers know it by
-                        config: Optional[Dict[str, Any]] = None,  # New configuration for it (later jobs use it too); None keeps each worker's
-                       ) -> bool:  # True when every worker reloaded it (busy ones do after their job)
-    "Reload a plugin in every worker, optionally with a new configuration."
-    if config is not None and not isinstance(config, dict): raise TypeError(f"config must be a dict, got {type(config).__name__}")
-    if config is not None and not self._closed:
-        await self.start()
-        try: self._config_overrides[(await self._plugin_by_id_or_name(plugin_id))[0]] = config
-        except UnknownPluginError: pass  # refused just below, with the reason
-    return await self._plugin_command(plugin_id, lambda rid, key: ReloadRequest(rid, key, config), self.config.reload_timeout,
-                                      f"reload_plugin({plugin_id!r})")
-
-@patch
-async def unload_plugin(self: BaseJobManager,
-                        plugin_id: str,  # The plugin to unload: its id, or the name its workers know it by
-                       ) -> bool:  # True when every worker unloaded it
-    "Unload a plugin from every worker, freeing what it holds; the next job for it loads it again."
-    return await self._plugin_command(plugin_id, lambda rid, key: UnloadRequest(rid, key), self.config.unload_timeout,
-                                      f"unload_plugin({plugin_id!r})")
-
 # %% ../../nbs/managers/base.ipynb #a0c1fb46
 @patch
 def get_job(self: BaseJobManager, job_id: str) -> Optional[JobType]:
@@ -1475,6 +1562,7 @@ def get_all_jobs(self: BaseJobManager) -> List[JobType]:
     self._forget_old_jobs()
     return list(self._jobs.values())
 
+# %% ../../nbs/managers/base.ipynb #97de32e4
 def _result_entry(job: BaseJob) -> Optional[Dict[str, Any]]:
     "A finished job's outcome in 0.0.5's shape; None while it is unfinished."
     if job.status is JobStatus.COMPLETED: return {'status': 'success', 'data': job.result}
@@ -1488,6 +1576,7 @@ def get_job_result(self: BaseJobManager, job_id: str) -> Optional[Dict[str, Any]
     job = self._jobs.get(job_id)
     return None if job is None else _result_entry(job)
 
+# %% ../../nbs/managers/base.ipynb #5b676970
 @patch(as_prop=True)
 def jobs(self: BaseJobManager) -> Dict[str, JobType]:
     "Every job the manager holds, by id (read it; change jobs through the manager)."
@@ -1503,15 +1592,7 @@ def worker_config(self: BaseJobManager) -> WorkerConfig:
     "The manager's `WorkerConfig` (0.0.5's name for `config`)."
     return self.config
 
-@patch
-def clear_completed_jobs(self: BaseJobManager) -> int:
-    "Forget every finished job (in the store too); returns how many."
-    done = [jid for jid, j in self._jobs.items() if j.status in TERMINAL_STATUSES]
-    for jid in done: del self._jobs[jid]
-    self._history.clear()
-    if self._store is not None: self._store.forget_finished()
-    return len(done)
-
+# %% ../../nbs/managers/base.ipynb #dd5c930b
 @patch
 def get_plugin_name(self: BaseJobManager, plugin_id: str) -> Optional[str]:
     "A plugin's display name from the registry, or from the workers; None when unknown."
@@ -1548,6 +1629,7 @@ def check_streaming_support(self: BaseJobManager,
     info = self._plugins.get(self._keys.get(plugin_id, plugin_id))
     return True if info is None else bool(info.get('streaming'))
 
+# %% ../../nbs/managers/base.ipynb #d9556acc
 @patch
 def get_workers(self: BaseJobManager) -> List[Dict[str, Any]]:
     "One dict per worker slot, standby slots last (see 'Worker slots' above for the keys)."
@@ -1559,148 +1641,113 @@ def get_stats(self: BaseJobManager) -> Dict[str, int]:
     running = sum(1 for s in self._slots if s.job is not None and s.job.status is JobStatus.RUNNING)
     return {'pending': self._pending, 'running': running, 'held': len(self._jobs), 'workers': sum(1 for s in self._slots if s.handle is not None)}
 
-# %% ../../nbs/managers/base.ipynb #393f635b
-def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
-    try: return asyncio.get_running_loop()
-    except RuntimeError: return None
+# %% ../../nbs/managers/base.ipynb #517696ba
+@patch
+def clear_completed_jobs(self: BaseJobManager) -> int:
+    "Forget every finished job (in the store too); returns how many."
+    done = [jid for jid, j in self._jobs.items() if j.status in TERMINAL_STATUSES]
+    for jid in done: del self._jobs[jid]
+    self._history.clear()
+    if self._store is not None: self._store.forget_finished()
+    return len(done)
+
+# %% ../../nbs/managers/base.ipynb #13801ad3
+@patch
+async def cancel_job(self: BaseJobManager,
+                     job_id: Any,  # The job's id (or the job itself)
+                    ) -> bool:  # True if the job was pending or running and is now cancelled
+    "Cancel a pending or running job; False when it had already finished or is unknown."
+    self._check_loop()
+    job = job_id if isinstance(job_id, BaseJob) else self._jobs.get(job_id)
+    if job is None: return False
+    if job.status is JobStatus.PENDING:
+        self._payloads.pop(job.id, None)
+        self._cancel(job, 'cancelled before it started')
+        slot = self._sent_ahead.get(job.id)
+        if slot is not None:  # sent ahead: the worker drops it unstarted (or, if it has just started it, its result is discarded)
+            sent = next((s for s in slot.ahead if s.job is job), None)
+            if sent is not None: self._ask_back(slot, sent)
+        return True
+    if job.status is JobStatus.RUNNING:
+        slot = next((s for s in self._slots if s.job is job), None)
+        self._cancel(job, 'cancelled while running')
+        if slot is not None: self._stop_worker(slot, 'cancelled')
+        return True
+    return False
+
+# %% ../../nbs/managers/base.ipynb #50db1c2a
+@patch
+def _resolve_command(self: BaseJobManager, req_id: int, state=None, error=None) -> None:
+    fut = self._commands.pop(req_id, None)
+    if fut is None or fut.done(): return
+    if error is None: fut.set_result(state)
+    else: fut.set_exception(RuntimeError(f"{error['type']}: {error['message']}"))
 
 @patch
-def shutdown(self: BaseJobManager,
-             grace: Optional[float] = None,  # Seconds before killing workers; default `WorkerConfig.shutdown_grace`
-            ):  # In async code an awaitable (await it); from plain code nothing to wait for: it has finished
-    "Stop every worker, end unfinished jobs as cancelled and reap every process; await it in async code, or call it from plain code."
-    grace = self.config.shutdown_grace if grace is None else grace
-    here, loop = _running_loop(), self._loop
-    if loop is not None and loop.is_running() and here is not loop:  # the manager's loop runs in another thread: shut down there
-        fut = asyncio.run_coroutine_threadsafe(self._shutdown_on_loop(grace), loop)
-        if here is None: return fut.result()
-        return asyncio.wrap_future(fut)
-    if here is None and loop is not None and not loop.is_closed() and self._shutdown_task is None:
-        loop.run_until_complete(self._shutdown_on_loop(grace))  # its loop is idle: shut down there, events delivered
-        done = loop.create_future(); done.set_result(None)
-        return done  # so that `loop.run_until_complete(manager.shutdown())` works as well
-    if self._shutdown_task is None:
-        self._closed = True
-        on_its_loop = here is not None and (loop is None or here is loop)  # (a manager never started may still have events to send)
-        if not on_its_loop and self._events is not None: self._events.discard()  # no loop will deliver them
-        if loop is not None: self._stop_everything(grace, on_its_loop)
-        if on_its_loop: self._shutdown_task = here.create_task(self._drain())
-        else: self._drain_now(); self._shutdown_task = True
-        self._finalizer.cancel()
-    if here is None: return None
-    task = self._shutdown_task
-    if isinstance(task, asyncio.Task) and task.get_loop() is here: return asyncio.shield(task)
-    done = here.create_future(); done.set_result(None)
-    return done
-
-@patch
-async def _shutdown_on_loop(self: BaseJobManager, grace: float) -> None: await self.shutdown(grace)
-
-@patch
-def _refuse_waiters(self: BaseJobManager) -> None:
-    "End every call still waiting on the manager: it has shut down."
-    closing = [(self._ready, ManagerClosedError(f"{type(self).__name__} was shut down while its workers were starting"))]
-    closing += [(fut, ManagerClosedError(f"{type(self).__name__} was shut down before the workers answered")) for fut in self._commands.values()]
-    for fut, error in closing:
-        if fut is None or fut.done(): continue
-        try: fut.set_exception(error); fut.exception()  # retrieved: no one may be waiting for it
-        except RuntimeError: pass  # its event loop has closed: no one is waiting for it
-    self._commands.clear()
-    if self._reclaim_timer is not None: self._reclaim_timer.cancel(); self._reclaim_timer = None
-
-@patch
-def _stop_everything(self: BaseJobManager, grace: float, on_its_loop: bool) -> None:
-    "Refuse waiting calls, cancel every unfinished job, stop every worker and reap it (killing it after `grace`); blocking."
-    self._refuse_waiters()
-    unsent = {msg.job_id for _, msg in self._gated or () if type(msg) is ExecuteRequest}  # held at the gate: never reached a worker
-    unsent |= {i for i in self._marked | self._marking if i in self._payloads}  # marked ahead of time, still queued
-    for job_id in unsent:  # plainly pending for the next manager
-        job = self._jobs.get(job_id)
-        if job is not None and job.status is JobStatus.PENDING: self._store.mark_sent(job, False)
-    self._gated = None
-    end = self._cancel if self._store is None else self._leave_for_next  # a durable store keeps unfinished jobs for the next manager
-    for timer in self._retry_timers.values(): timer.cancel()
-    for job in [j for j in self._jobs.values() if j.status is JobStatus.PENDING]: end(job, 'the job manager shut down')
-    self._queue.clear()
+async def _broadcast_command(self: BaseJobManager, make_request: Callable[[int], Any], timeout: float, what: str) -> bool:
+    "Send a command to every worker; True when every idle one did it within `timeout` (busy ones do it after their job)."
+    waits = []
     for slot in self._slots + self._standby:
-        slot.ahead.clear(); slot.held = None; slot.withdrawals.clear()
-    self._sent_ahead.clear(); self._payloads.clear()
-    for slot in self._slots + self._standby:
-        if slot.job is not None: end(slot.job, 'the job manager shut down')
-        slot.cancel_timer()
-        if slot.handle is None:
-            if not slot.launching: slot.state = 'stopped'
-            continue
-        if on_its_loop and slot.state in ('idle', 'standby'):  # let it unload its plugins; SIGTERM otherwise
-            try: slot.handle.send(StopRequest(next(self._req_ids)))
-            except ConnectionError: pass
-        else: slot.handle.terminate()
-        slot.state, slot.stop_reason, slot.job = 'stopping', 'shutdown', None
-    self._idle.clear()
-    for name in ('stop_all', 'kill_all'):  # each worker's end is reported back (to `_on_exit`) as it is reaped
-        step = getattr(self.backend, name, None)
-        if step is not None: step(grace) if name == 'stop_all' else step(0)
+        if slot.handle is None or slot.state not in ('idle', 'busy', 'standby'): continue
+        req_id = next(self._req_ids)
+        try: self._send(slot.handle, make_request(req_id))
+        except ConnectionError: continue
+        if slot.state != 'busy':
+            self._commands[req_id] = fut = self._loop.create_future()
+            waits.append(fut)
+    try: await asyncio.wait_for(asyncio.gather(*waits), timeout)
+    except asyncio.TimeoutError:
+        logger.warning("%s: a %s worker did not answer within %ss", what, self.worker_type, timeout); return False
+    except ManagerClosedError: raise
+    except RuntimeError as e:
+        logger.warning("%s failed in a %s worker: %s", what, self.worker_type, e); return False
+    return True
+
+# %% ../../nbs/managers/base.ipynb #205049b0
+@patch
+async def _plugin_by_id_or_name(self: BaseJobManager, plugin: str) -> Tuple[str, str]:
+    "The job-level id of a plugin given by its id or by the name its workers know it by, and that key."
+    try: return plugin, (await self._resolve_plugin(plugin))[0]
+    except UnknownPluginError:
+        if self.plugin_registry is not None:
+            metas = await self._ask_registry(lambda r, c: list(r.get_plugins_by_category(c)), self.plugin_registry, self.category,
+                                             what='list the plugins of category', subject=self.category)
+            for meta in metas:
+                if getattr(meta, 'name', None) == plugin: return _meta_id(meta), (await self._resolve_plugin(_meta_id(meta)))[0]
+        else:
+            for key, info in self._plugins.items():
+                if info.get('name') == plugin: return key, key
+        raise
 
 @patch
-def _leave_for_next(self: BaseJobManager, job: BaseJob, reason: str) -> None:
-    "At shutdown with a durable store: the job stays unfinished there; whoever waits for it here is told the manager closed."
-    error = ManagerClosedError(f"{type(self).__name__} shut down before job {job.id} finished; it stays {job.status.value} in {self.store!r}")
-    for fut in self._done_waiters.pop(job.id, ()):
-        try:
-            if not fut.done(): fut.set_exception(error)
-        except RuntimeError: pass  # its event loop has closed
-    self._wake_streams(job)
+async def _plugin_command(self: BaseJobManager, plugin: str, make_request: Callable, timeout: float, what: str) -> bool:
+    if self._closed: raise ManagerClosedError(f"{type(self).__name__} has been shut down")
+    await self.start()
+    try: _, key = await self._plugin_by_id_or_name(plugin)
+    except UnknownPluginError as e:
+        logger.warning("%s: %s", what, e); return False
+    return await self._broadcast_command(lambda rid: make_request(rid, key), timeout, what)
 
+# %% ../../nbs/managers/base.ipynb #93a91a99
 @patch
-async def _drain(self: BaseJobManager) -> None:
-    "Deliver the events still queued, let the integration threads finish their calls (each within `integration_timeout`), close the store."
-    if self._events is not None: await self._events.close(self.config.integration_timeout)
-    await asyncio.to_thread(self.store.close)
-    for calls in (self._resource_calls, self._registry_calls):
-        done = calls.stop()
-        if done is None: continue
-        try: await asyncio.wait_for(asyncio.wrap_future(done), self.config.integration_timeout)
-        except asyncio.TimeoutError: logger.warning("%s calls still running at shutdown; not waiting for them", calls.name)
+async def reload_plugin(self: BaseJobManager,
+                        plugin_id: str,  # The plugin to reload: its id, or the name its workers know it by
+                        config: Optional[Dict[str, Any]] = None,  # New configuration for it (later jobs use it too); None keeps each worker's
+                       ) -> bool:  # True when every worker reloaded it (busy ones do after their job)
+    "Reload a plugin in every worker, optionally with a new configuration."
+    if config is not None and not isinstance(config, dict): raise TypeError(f"config must be a dict, got {type(config).__name__}")
+    if config is not None and not self._closed:
+        await self.start()
+        try: self._config_overrides[(await self._plugin_by_id_or_name(plugin_id))[0]] = config
+        except UnknownPluginError: pass  # refused just below, with the reason
+    return await self._plugin_command(plugin_id, lambda rid, key: ReloadRequest(rid, key, config), self.config.reload_timeout,
+                                      f"reload_plugin({plugin_id!r})")
 
+# %% ../../nbs/managers/base.ipynb #f058b0a2
 @patch
-def _drain_now(self: BaseJobManager) -> None:
-    "`_drain` without an event loop: the integration threads' calls are waited for (events cannot be delivered), the store closed."
-    self.store.close()
-    for calls in (self._resource_calls, self._registry_calls):
-        done = calls.stop()
-        if done is None: continue
-        try: done.result(self.config.integration_timeout)
-        except Exception: logger.warning("%s calls still running at shutdown; not waiting for them", calls.name)
-
-# %% ../../nbs/managers/base.ipynb #fca7fca6
-class JobManager(BaseJobManager):
-    "A ready-to-use job manager: give it the entry point that builds the workers' plugins."
-    def __init__(self,
-                 worker_type: str,  # Name of this kind of worker
-                 category: Any,  # Plugin category
-                 entry_point: Optional[Callable[[], Any]] = None,  # Picklable callable returning the plugin manager or a mapping of plugins
-                 **kwargs,  # Any other `BaseJobManager` argument
-                ):
-        super().__init__(worker_type, category, **kwargs)
-        overridden = type(self).get_worker_entry_point is not JobManager.get_worker_entry_point
-        if entry_point is None and not overridden:
-            raise TypeError(f"{type(self).__name__} needs entry_point=: a function, importable by worker processes, that returns "
-                            "the workers' plugins (a mapping of plugin ids to functions or Plugin classes, or a plugin manager); "
-                            "or override get_worker_entry_point()")
-        if entry_point is not None: _check_entry_point(entry_point, self.config.start_method)
-        self.entry_point = entry_point
-
-    def get_worker_entry_point(self): return self.entry_point
-    def create_job(self, plugin_id: str, **kwargs) -> BaseJob: return BaseJob(self.new_job_id(), plugin_id, params=kwargs)
-    def prepare_execute_request(self, job: BaseJob) -> Dict[str, Any]: return job.params
-    def extract_job_result(self, job: BaseJob, result_data: Any) -> Any: return result_data
-
-def _check_entry_point(entry_point: Any, start_method: str) -> None:
-    "Refuse an entry point that no worker could run, before any worker is started."
-    if not callable(entry_point):
-        raise TypeError(f"entry_point must be a function that returns the workers' plugins, got {type(entry_point).__name__} {entry_point!r}")
-    if start_method == 'fork': return  # a forked worker inherits it; nothing is pickled
-    try: pickle.dumps(entry_point)
-    except Exception as e:
-        raise TypeError(f"entry_point {entry_point!r} cannot be sent to a worker process under the {start_method!r} start method "
-                        f"({type(e).__name__}: {e}); define it at the top level of a module the workers can import") from None
+async def unload_plugin(self: BaseJobManager,
+                        plugin_id: str,  # The plugin to unload: its id, or the name its workers know it by
+                       ) -> bool:  # True when every worker unloaded it
+    "Unload a plugin from every worker, freeing what it holds; the next job for it loads it again."
+    return await self._plugin_command(plugin_id, lambda rid, key: UnloadRequest(rid, key), self.config.unload_timeout,
+                                      f"unload_plugin({plugin_id!r})")
