@@ -105,7 +105,7 @@ def test_broadcaster_gets_every_transition_in_order_as_json():
     async def main():
         m = manager(event_broadcaster=events, supports_streaming=True, config={'max_workers': 1})
         try:
-            ok = await m.start_job('stream-words', text='a b', delay=0)
+            ok = await m.start_job('stream-words', text='a b', delay=0, owner='ada')
             bad = await m.start_job('fail')
             gone = await m.start_job('sleep', seconds=30)
             await m.wait_for_job(bad.id, 30)
@@ -129,6 +129,7 @@ def test_broadcaster_gets_every_transition_in_order_as_json():
     chunks = [d for k, d in events.events if k == 'test:chunk']
     assert ''.join(d['chunk'] for d in chunks) == 'a b ' and (chunks[0]['seq'], chunks[-1]['last_seq']) == (0, 1)
     assert [d['progress'] for k, d in events.events if k == 'test:progress'][-1] == 1.0
+    assert {d['owner'] for k, d in events.events if d.get('job_id') == ok.id} == {'ada'}  # progress and chunks too: a page filters by owner
 
 
 @pytest.mark.parametrize('which', ['resource_manager', 'event_broadcaster'])

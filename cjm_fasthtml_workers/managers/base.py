@@ -780,7 +780,7 @@ def _on_chunk(self: BaseJobManager, slot: _Slot, msg: ChunkReply) -> None:
     if self._events is not None:
         chunk = msg.chunk if isinstance(msg.chunk, (str, int, float, bool, type(None))) else repr(msg.chunk)
         self._events.chunk(self._event_names['chunk'], {'job_id': job.id, 'status': job.status.value, 'seq': msg.seq, 'chunk': chunk,
-                                                        'worker_type': self.worker_type}, job.id)
+                                                        'worker_type': self.worker_type, 'owner': job.owner}, job.id)
 
 @patch
 def _on_progress(self: BaseJobManager, slot: _Slot, msg: ProgressReply) -> None:
@@ -789,7 +789,7 @@ def _on_progress(self: BaseJobManager, slot: _Slot, msg: ProgressReply) -> None:
     job.progress, job.progress_message = msg.progress, msg.message
     if self._events is not None:
         self._events.progress(self._event_names['progress'], {'job_id': job.id, 'status': job.status.value, 'progress': msg.progress,
-                                                              'message': msg.message, 'worker_type': self.worker_type}, job.id)
+                                                              'message': msg.message, 'worker_type': self.worker_type, 'owner': job.owner}, job.id)
 
 # %% ../../nbs/managers/base.ipynb #958c0954
 @patch
@@ -1092,6 +1092,13 @@ def _policy_gave_up(self: BaseJobManager) -> str:
 @patch
 def _no_workers_message(self: BaseJobManager) -> str:
     return f"no {self.worker_type} worker is available: every worker slot is retired, as {self._policy_gave_up()}{self._last_start_error()}"
+
+@patch
+def unavailable_reason(self: BaseJobManager) -> Optional[str]:
+    "Why no job can run any more (every worker slot retired, the message `NoWorkersError` carries), or None while one can."
+    if self._closed: return f"{type(self).__name__} has been shut down"
+    if self._slots and self._retired == len(self._slots): return self._no_workers_message()
+    return None
 
 # %% ../../nbs/managers/base.ipynb #4aeaa5ce
 @patch

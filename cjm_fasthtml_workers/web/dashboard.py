@@ -315,8 +315,8 @@ def pool_health(manager: BaseJobManager) -> Tuple[str, str]:  # The manager
     states = [w['state'] for w in pool]
     n = len(pool)
     if states and all(s == 'retired' for s in states):
-        why = getattr(manager, '_no_workers_message', None)
-        return 'down', (why() if callable(why) else f"every {manager.worker_type} worker slot is retired") + '. New jobs are refused until the app restarts.'
+        why = manager.unavailable_reason() or f"every {manager.worker_type} worker slot is retired"
+        return 'down', why + '. New jobs are refused until the app restarts.'
     retired = states.count('retired')
     back = sum(1 for w in pool if w['state'] == 'restarting' and w['crashes'])  # waiting out a crash's backoff
     if retired or back:
