@@ -361,3 +361,26 @@ def test_a_new_job_with_a_known_id_replaces_the_row_without_failing_the_store(tm
     m = manager(db)
     try: assert m.get_job('same').result == {'text': 'two'}
     finally: m.shutdown()
+
+
+def _hold_until_released(release):
+    release.wait(30)
+
+
+def test_a_forked_child_does_not_keep_the_store_locked(tmp_path):
+    "A worker forked while the manager holds the store must not hold its lock: after the manager dies, the next one may open it."
+    import multiprocessing
+    ctx = multiprocessing.get_context('fork')
+    store = SQLiteJobStore(tmp_path / 'jobs.db')
+    store.open()
+    release = ctx.Event()
+    child = ctx.Process(target=_hold_until_released, args=(release,))
+    child.start()
+    try:
+        store.close()  # the child still runs, forked while the lock was held
+        again = SQLiteJobStore(tmp_path / 'jobs.db')
+        again.open()
+        again.close()
+    finally:
+        release.set(); child.join(10)
+        if child.is_alive(): child.kill(); child.join()

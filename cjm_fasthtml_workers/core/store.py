@@ -165,6 +165,19 @@ class SQLiteJobStore:
     def __repr__(self): return f"SQLiteJobStore({str(self.path)!r})"
 
 # %% ../../nbs/core/store.ipynb #5e0f0019
+_HELD_LOCKS: Dict[int, Any] = {}  # fd -> lock file, for every store open in this process
+
+def _drop_locks_in_child() -> None:
+    "After a fork: a worker must not keep its manager's store locked (a flock holds while any process has the file open)."
+    if not _HELD_LOCKS: return
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in _HELD_LOCKS: os.dup2(null, fd)  # the number stays open (on /dev/null): nothing in the child closes a reused fd
+    finally: os.close(null)
+    _HELD_LOCKS.clear()
+
+os.register_at_fork(after_in_child=_drop_locks_in_child)
+
 def _take_lock(self: SQLiteJobStore) -> None:
     lock_path = Path(f"{self.path}.lock")
     try: f = open(lock_path, 'a+')
@@ -176,7 +189,7 @@ def _take_lock(self: SQLiteJobStore) -> None:
         raise StoreInUseError(f"the job store {self.path} is in use by another job manager (process {holder}); "
                               "a store is for one manager at a time: give each manager its own file") from None
     f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
-    self._lock = f
+    self._lock = _HELD_LOCKS[f.fileno()] = f
 
 def _connect(self: SQLiteJobStore) -> sqlite3.Connection:
     if self.path.exists() and not self.path.stat().st_mode & 0o222:  # no write permission for anyone: read-only by intent, even for root
@@ -238,7 +251,9 @@ def _release(self: SQLiteJobStore) -> None:
         try: self._conn.close()
         except sqlite3.Error: pass
         self._conn = None
-    if self._lock is not None: self._lock.close(); self._lock = None
+    if self._lock is not None:
+        _HELD_LOCKS.pop(self._lock.fileno(), None)
+        self._lock.close(); self._lock = None
 
 SQLiteJobStore._take_lock, SQLiteJobStore._connect, SQLiteJobStore._read_all = _take_lock, _connect, _read_all
 SQLiteJobStore.open, SQLiteJobStore._release = _open, _release
