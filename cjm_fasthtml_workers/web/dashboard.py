@@ -208,8 +208,8 @@ def job_meta(job: BaseJob,  # The job
                                            data_since=job.started_at.isoformat())))
     if job.worker_pid: items.append(Span(f"pid {job.worker_pid}"))
     if job.priority: items.append(Span(f"priority {job.priority}"))
-    attempts = getattr(job, 'attempts', None)
-    if attempts is not None: items.append(Span(f"attempt {attempts}"))
+    attempts = getattr(job, 'attempts', None) or []  # one entry per failed attempt that was retried
+    if attempts: items.append(Span(f"attempt {len(attempts) + 1}"))
     params = Code(params_text(job.params, max_params), cls='params', title='parameters') if job.params else ''
     return Div(Div(*items, cls='meta-items'), params, id=f"meta-{job.id}", cls='job-meta')
 
@@ -563,7 +563,7 @@ def job_page_body(self: JobDashboard, job: BaseJob, viewer: Any = EVERYONE) -> A
 
 def document(self: JobDashboard, body: Any, title: Optional[str] = None) -> str:  # The page's body; its title
     "A whole HTML document around `body`."
-    return '<!doctype html>' + to_xml(Html(Head(*self.head(title)), Body(body), lang='en'), indent=False)
+    return '<!doctype html>' + to_xml(Html(Head(*self.head(title)), Body(body), lang='en', doctype=False), indent=False)
 
 JobDashboard.head, JobDashboard.page, JobDashboard.job_page_body, JobDashboard.document = head, page, job_page_body, document
 
