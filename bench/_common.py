@@ -31,11 +31,12 @@ def parse_args(description: str, **extra):
     return a
 
 
-def make_manager(workers: int = 1, streaming: bool = False, entry_point=demo_plugins, event_broadcaster=None, **config) -> JobManager:
+def make_manager(workers: int = 1, streaming: bool = False, entry_point=demo_plugins, event_broadcaster=None, job_store=None,
+                 **config) -> JobManager:
     "A JobManager on the demo plugins (or another entry point), spawn start method."
     cfg = WorkerConfig(max_workers=workers, start_method='spawn', **config)
     return JobManager('bench', 'bench', entry_point=entry_point, supports_streaming=streaming, worker_config=cfg,
-                      event_broadcaster=event_broadcaster)
+                      event_broadcaster=event_broadcaster, job_store=job_store)
 
 
 def make_ppe(workers: int) -> ProcessPoolExecutor:

@@ -8,7 +8,7 @@ Exits non-zero when a script fails (error, missing JSON line) or leaves a proces
 import argparse, json, os, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = ['throughput', 'latency', 'cancel', 'streaming', 'memory', 'scale']
+SCRIPTS = ['throughput', 'latency', 'cancel', 'streaming', 'memory', 'scale', 'store', 'hotspots']
 
 
 def main():

@@ -9,7 +9,7 @@ worker -> SSE client delay is measured too (sse_latency(): uvicorn + SSEBroadcas
 Run: python bench/streaming.py [--quick] [--repeat N]    Prints a table and one line `JSON {...}`.
 """
 import asyncio, importlib.util, time
-from _common import parse_args, make_manager, table, emit, summary_ms, check_no_leftovers
+from _common import parse_args, make_manager, table, emit, summary_ms, check_no_leftovers, target_line
 from bench_plugins import bench_entry
 
 
@@ -85,18 +85,24 @@ async def sse_latency(n_paced: int) -> dict:
     return summary_ms(delays)
 
 
+TARGET_CHUNKS_PER_S = 100_000  # issue 13: nothing given up for speed (it was 10,000/s)
+
+
 def main():
     a = parse_args(__doc__)
     n, n_paced = (5_000, 200) if a.quick else (100_000, 1000)
     r = asyncio.run(measure(n, n_paced, a.repeat))
     table(f'Streaming worker -> manager stream ({n:,} chunks, best of {a.repeat})', ['plugin', 'chunks/s', 'target'],
-          [['stream-words (chunk + progress)', round(r['stream_words_chunks_per_s']), '>= 10,000/s'],
-           ['stamps (chunks only)', round(r['stamps_chunks_per_s']), '>= 10,000/s']])
+          [['stream-words (chunk + progress)', round(r['stream_words_chunks_per_s']), '-'],
+           ['stamps (chunks only)', round(r['stamps_chunks_per_s']), f'>= {TARGET_CHUNKS_PER_S:,}/s']])
     p, f = r['paced_delay_ms'], r['flood_delay_ms']
     table('Delay from worker yield to stream consumer, ms', ['', 'p50', 'p95', 'p99', 'max'],
           [[f"paced, 1 chunk / 2 ms ({n_paced})", p['p50'], p['p95'], p['p99'], p['max']],
            [f"flood ({n:,} as fast as possible)", f['p50'], f['p95'], f['p99'], f['max']]])
-    r['target_chunks_per_s'] = 10_000
+    r['target_chunks_per_s'] = TARGET_CHUNKS_PER_S
+    met = r['stamps_chunks_per_s'] >= TARGET_CHUNKS_PER_S
+    print('\nTargets (printed, never asserted):')
+    print(target_line(f'streamed chunks reach stream_job at >= {TARGET_CHUNKS_PER_S:,}/s', met, f"{r['stamps_chunks_per_s']:,.0f}/s"))
     r['web_module'] = importlib.util.find_spec('cjm_fasthtml_workers.web') is not None
     if r['web_module']:
         r['sse_delay_ms'] = d = asyncio.run(sse_latency(n_paced))

@@ -356,7 +356,7 @@ def test_pool_health_says_plainly_what_is_wrong():
         worker_type = 'demo'
         def __init__(self, *slots): self.slots = slots
         def get_workers(self): return [dict(state=s, restarts=r, crashes=c, standby=False) for s, r, c in self.slots]
-        def _no_workers_message(self): return 'no demo worker is available: every worker slot is retired, as the restart policy (never) replaces no worker'
+        def unavailable_reason(self): return 'no demo worker is available: every worker slot is retired, as the restart policy (never) replaces no worker'
     assert pool_health(Stub(('idle', 0, 0), ('busy', 0, 0))) == ('ok', '2 workers ready.')
     assert pool_health(Stub(('starting', 0, 0), ('idle', 0, 0)))[0] == 'starting'
     health, why = pool_health(Stub(('restarting', 3, 3), ('idle', 0, 0)))
