@@ -68,6 +68,7 @@ def crash(how: str = 'exit', delay: float = 0.0, **_):
         ctypes.string_at(0)
     os._exit(3)
 
+# %% ../../nbs/demo/plugins.ipynb #0449b3c1
 def sleep(seconds: float = 1.0, **_) -> float:
     "Sleep (a job that takes a while but uses no CPU)."
     time.sleep(float(seconds))

@@ -179,6 +179,7 @@ def utf16_len(text: str) -> int:
     n = len(text)
     return n if text.isascii() else len(text.encode('utf-16-le')) // 2
 
+# %% ../../nbs/web/sse.ipynb #b5af9ff8
 class SSEBroadcaster:
     "Broadcast events to server-sent-event clients, each with its own bounded queue."
     def __init__(self,
@@ -312,10 +313,10 @@ def _merge(held: SSEEvent, ev: SSEEvent) -> SSEEvent:
     data = dict(held.data, chunk=held.data['chunk'] + ev.data['chunk'], last_seq=ev.data.get('last_seq', ev.data.get('seq')))
     return SSEEvent(ev.id, ev.type, data, ev.owner, ev.epoch)
 
-# %% ../../nbs/web/sse.ipynb #c87f2e6a
 def _held_text(held: Dict[tuple, SSEEvent]) -> int:
     return sum(len(e.data['chunk']) for k, e in held.items() if k[0] == 'chunk')
 
+# %% ../../nbs/web/sse.ipynb #c87f2e6a
 async def stream(self: SSEBroadcaster,
                  job_id: Optional[str] = None,  # Only this job's events
                  last_event_id: Union[int, str, None] = None,  # Resume after this event
@@ -380,6 +381,7 @@ def session_owner(request) -> Optional[str]:
         owner = request.session['cjm_owner'] = secrets.token_hex(12)
     return owner
 
+# %% ../../nbs/web/sse.ipynb #772a3be5
 def _host_name(netloc: str) -> str:
     "The host of a `host[:port]` (IPv6 in brackets), lower-cased."
     netloc = netloc.strip().lower()
