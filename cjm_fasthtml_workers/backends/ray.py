@@ -173,13 +173,14 @@ def _where(record: Dict[str, Any], node: Optional[str]) -> str:
 def end_cause(
     record: Optional[Dict[str, Any]],  # The dead actor's record in the GCS (as `ray._private.state.actors(actor_id)` gives it), or None
     node: Optional[str] = None,  # The node the actor was placed on, if it was
-    stopped: bool = False,  # The worker returned from `serve` (told to stop, or its entry point failed) before it was released
+    status: Optional[int] = None,  # The worker's exit status if it returned from `serve` first: 0 told to stop, 1 its entry point failed
 ) -> str:  # e.g. 'died on node 1f2e3d4c5b6a at 10.0.0.7: killed by ray.kill'
     "How a worker actor ended, as a phrase that follows 'the worker process (pid N)'."
     record = record or {}
     where = _where(record, node)
-    if stopped: return f"exited when asked to stop{' on ' + where if where else ''}"
     on = f" on {where}" if where else " before it was placed on a node"
+    if status == 0: return f"exited{on} when asked to stop"
+    if status is not None: return f"exited{on} after its entry point failed"
     cause = record.get('DeathCause')
     kind = cause.WhichOneof('context') if cause is not None else None
     if kind == 'actor_died_error_context':
@@ -382,7 +383,7 @@ def _report(self: RayWorker, record: Optional[Dict[str, Any]], status: Optional[
     if self._pidfd is not None:
         os.close(self._pidfd); self._pidfd = None
     self.exitcode = status
-    self.end_cause = end_cause(record, self.node, stopped=status is not None)
+    self.end_cause = end_cause(record, self.node, status)
     self.backend.workers.discard(self)
     try: self.on_exit(self, status)
     except Exception: logger.exception("handling the end of worker %s failed", self.worker_id)
