@@ -135,7 +135,7 @@ def ray_cluster():
 
 def add_ray_node(cluster, **options):
     "Add a node to the session's cluster (on the main thread, as Ray needs); its processes are the test's to remove."
-    return cluster.add_node(object_store_memory=64 * 2**20, **options)
+    return cluster.add_node(object_store_memory=80 * 2**20, **options)
 
 
 # ---- The backends the engine tests run on ----

@@ -449,8 +449,12 @@ def _stop_all(self: RayBackend,
     "Blocking: let the workers asked to stop finish within `grace`, kill every one, confirm each end with Ray and report it."
     self.outbox.flush()
     workers = [w for w in self.workers if not w._reported]
-    asked = [w.actor.finished.remote() for w in workers if w.placed and not w._ending]
-    if asked: ray.wait(asked, num_returns=len(asked), timeout=grace)
+    asked = {w.actor.finished.remote(): w for w in workers if w.placed and not w._ending}
+    done = ray.wait(list(asked), num_returns=len(asked), timeout=grace)[0] if asked else []
+    statuses = {}
+    for ref in done:
+        try: statuses[asked[ref]] = ray.get(ref)  # 0: it stopped when asked
+        except RayActorError: pass  # it died meanwhile
     for w in workers:
         if w.task is not None and not w.task.done():
             try: w.task.cancel()
@@ -461,7 +465,7 @@ def _stop_all(self: RayBackend,
     if left: logger.error("%d worker processes still running 10 s after ray.kill", len(left))
     for w in workers:
         if records[w] is None: logger.error("Ray did not record worker %s as dead within 30 s", w.worker_id)
-        w._report(records[w], None)
+        w._report(records[w], statuses.get(w))
     self._release()
 
 def _kill_all(self: RayBackend, grace: float = 0.0) -> int:
