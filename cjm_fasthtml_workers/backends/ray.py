@@ -396,6 +396,7 @@ _started: Dict[str, int] = {'users': 0}  # backends using a Ray connection one o
 
 class RayBackend:
     "Hosts each worker as a Ray actor, on this machine or on any node of a Ray cluster that has the resources it asks for."
+    send_ahead_factor = 8  # A request's round trip is ~10x a local process's: how much deeper send-ahead should go to keep an actor busy
     def __init__(self,
                  address: Optional[str] = None,  # A cluster to join ('auto', 'host:6379'); None: this process's Ray, else a private one here
                  num_cpus: Optional[float] = None,  # CPUs each worker reserves; None: Ray's default for actors
