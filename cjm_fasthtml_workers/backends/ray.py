@@ -24,6 +24,7 @@ _HOST = socket.gethostname()
 # %% ../../nbs/backends/ray.ipynb #5cc70b0e
 class ActorChannel:
     "BlockingChannel's interface inside an actor: requests arrive by numbered `deliver` calls, replies leave through `take`."
+    MAX_PENDING = 16 * 2**20  # Bytes of replies that may wait for the stream before `send` blocks (a slow manager slows its worker)
     def __init__(self):
         self.inbox: deque = deque()  # whole messages received and not yet taken (only the worker's threads touch it)
         self.closed = False  # no more requests will come
@@ -32,6 +33,7 @@ class ActorChannel:
         self._cond = threading.Condition()
         self._next, self._early = 0, {}  # the next delivery expected; deliveries that came before their turn
         self._out: List[bytes] = []
+        self._out_bytes = 0
         self._out_cond = threading.Condition()
 
     def deliver(self,
@@ -80,11 +82,13 @@ class ActorChannel:
     def send(self,
              msg: Any,  # A reply
             ) -> None:
-        "Frame a reply (raising here if it cannot be pickled) and queue it for the stream; safe from any thread."
+        "Frame a reply (raising here if it cannot be pickled) and queue it for the stream; safe from any thread. Blocks while `MAX_PENDING` bytes wait."
         frame = encode_message(msg)
         with self._out_cond:
+            while self._out_bytes >= self.MAX_PENDING and not self.finished: self._out_cond.wait()  # as a full socket would
             self._out.append(frame)
-            if len(self._out) == 1: self._out_cond.notify()
+            self._out_bytes += len(frame)
+            if len(self._out) == 1: self._out_cond.notify_all()
 
     def take(self,
              timeout: Optional[float] = None,  # Most seconds to wait; None waits until there is something or the worker has finished
@@ -92,7 +96,8 @@ class ActorChannel:
         "Every reply queued so far, as one string of frames (empty once the worker has finished and everything was taken)."
         with self._out_cond:
             if not self._out and not self.finished: self._out_cond.wait_for(lambda: self._out or self.finished, timeout)
-            out, self._out = self._out, []
+            out, self._out, self._out_bytes = self._out, [], 0
+            self._out_cond.notify_all()  # senders waiting for room
         return b''.join(out)
 
     def finish(self) -> None:
@@ -397,6 +402,7 @@ _started: Dict[str, int] = {'users': 0}  # backends using a Ray connection one o
 class RayBackend:
     "Hosts each worker as a Ray actor, on this machine or on any node of a Ray cluster that has the resources it asks for."
     send_ahead_factor = 8  # A request's round trip is ~10x a local process's: how much deeper send-ahead should go to keep an actor busy
+    STREAM_AHEAD = 64  # Items of a worker's stream that may wait for the manager to read them
     def __init__(self,
                  address: Optional[str] = None,  # A cluster to join ('auto', 'host:6379'); None: this process's Ray, else a private one here
                  num_cpus: Optional[float] = None,  # CPUs each worker reserves; None: Ray's default for actors
@@ -438,7 +444,8 @@ class RayBackend:
         loop = asyncio.get_running_loop()
         actor = RemoteWorkerActor.options(**self.actor_options).remote()
         worker = RayWorker(self, actor, loop, on_message, on_exit, on_placed)
-        stream = actor.replies.remote(ray.cloudpickle.dumps(entry_point))
+        # at most STREAM_AHEAD items wait for the manager to read them; then the actor's `take` waits, then its worker's `send`
+        stream = actor.replies.options(_generator_backpressure_num_objects=self.STREAM_AHEAD).remote(ray.cloudpickle.dumps(entry_point))
         self.workers.add(worker)
         worker.task = loop.create_task(worker._pump(stream))
         return worker
