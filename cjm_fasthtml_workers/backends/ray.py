@@ -224,9 +224,12 @@ def wait_until_dead(
 ) -> Optional[Dict[str, Any]]:  # Its record once DEAD; None if it was not dead within `timeout`
     "Wait (blocking) until the GCS records the actor as DEAD."
     deadline = None if timeout is None else time.monotonic() + timeout
-    delay = 0.002
+    delay, failures = 0.002, 0
     while True:
-        record = actor_record(actor_id)
+        try: record = actor_record(actor_id)
+        except Exception as e:  # the GCS did not answer (restarting, or cut off): ask again
+            record, failures = {}, failures + 1
+            if failures == 1 or failures % 100 == 0: logger.warning("cannot read worker %s's record from the GCS (%s); still asking", actor_id, e)
         if record.get('State') == 'DEAD': return record
         if deadline is not None and time.monotonic() >= deadline: return None
         time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
@@ -279,7 +282,7 @@ class _Outbox:
 class RayWorker:
     "A worker actor, as the manager sees it (a `WorkerHandle`)."
     def __init__(self,
-                 backend: 'RayBackend',  # The backend that started it
+                 backend: Any,  # The RayBackend that started it
                  actor,  # Its Ray actor handle
                  loop: asyncio.AbstractEventLoop,  # The manager's event loop
                  on_message: Callable,  # on_message(handle, reply)
