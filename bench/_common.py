@@ -54,20 +54,26 @@ def worker_backend(name: str):
     return RayBackend()
 
 
+_RAY_TMP: list = []  # the temporary folder of the Ray instance start_ray started
+
+
 def start_ray() -> None:
     """A private Ray instance on this machine for the whole script (4 logical CPUs, a 200 MB object store, no dashboard, no
     usage statistics), whose workers can import the bench plugins; the managers' RayBackends share it. `stop_ray()` ends it."""
-    import ray
+    import ray, tempfile
     if ray.is_initialized(): return
     os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
+    _RAY_TMP.append(tempfile.mkdtemp(prefix='cjm-ray-bench-', dir='/tmp'))  # its files, removed by stop_ray (short: socket paths)
     ray.init(address='local', num_cpus=4, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False,
-             runtime_env={'env_vars': {'PYTHONPATH': os.pathsep.join([HERE, ROOT])}})
+             _temp_dir=_RAY_TMP[-1], runtime_env={'env_vars': {'PYTHONPATH': os.pathsep.join([HERE, ROOT])}})
 
 
 def stop_ray() -> None:
     "End the Ray instance `start_ray` started, if any (by shutting down this driver: never `ray stop`)."
     ray = sys.modules.get('ray')
     if ray is not None and ray.is_initialized(): ray.shutdown()
+    import shutil
+    while _RAY_TMP: shutil.rmtree(_RAY_TMP.pop(), ignore_errors=True)
 
 
 def make_ppe(workers: int) -> ProcessPoolExecutor:

@@ -48,7 +48,7 @@ async def measure(n: int, n_paced: int, repeat: int) -> dict:
 
 async def sse_latency(n_paced: int) -> dict:
     """Worker -> SSE client delay: a uvicorn server (same process) streams the manager's events through SSEBroadcaster
-    and sse_route; an HTTP client on the same event loop reads /events over TCP and timestamps each job:chunk."""
+    and sse_route; an HTTP client on the same event loop reads /events over TCP and timestamps each bench:chunk (the manager's worker_type is 'bench')."""
     import json, socket, uvicorn
     from fasthtml.common import FastHTML
     from cjm_fasthtml_workers.web.sse import SSEBroadcaster, sse_route
@@ -73,7 +73,7 @@ async def sse_latency(n_paced: int) -> dict:
             if not line: raise RuntimeError("the SSE stream ended")
             line = line.decode().strip()
             if line.startswith('event: '): event = line[7:]
-            elif line.startswith('data: ') and event == 'job:chunk':
+            elif line.startswith('data: ') and event == 'bench:chunk':
                 data = json.loads(line[6:])
                 if data.get('job_id') == job.id: delays.append(clock() - float(data['chunk']))
         await m.wait_for_job(job.id)
