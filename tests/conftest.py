@@ -88,11 +88,13 @@ def ray_worker_processes() -> list:
 
 
 def live_worker_actors() -> list:
-    "Ids of the worker actors of this session that the GCS does not record as dead."
+    "Ids of the worker actors of this session that the GCS does not record as dead (asked with a deadline: a GCS may not answer)."
     import ray
-    job = ray.get_runtime_context().get_job_id()
-    return [a for a, r in ray._private.state.actors().items()
-            if r.get('JobID') == job and r.get('ActorClassName', '').endswith('WorkerActor') and r.get('State') != 'DEAD']
+    from ray.core.generated.gcs_pb2 import ActorTableData
+    gcs, job = ray._private.worker.global_worker.gcs_client, ray.get_runtime_context().get_job_id()
+    async def ask(): return await gcs.async_get_all_actor_info(job_id=ray.JobID(bytes.fromhex(job)), timeout=10)
+    found = asyncio.run(ask())
+    return [a.hex() for a, d in found.items() if d.class_name.endswith('WorkerActor') and d.state != ActorTableData.DEAD]
 
 
 def _ray_session_processes(before: set) -> set:

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['logger', 'RemoteWorkerActor', 'ActorChannel', 'placement', 'WorkerActor', 'end_cause', 'actor_record',
-           'wait_until_dead', 'RayWorker', 'RayBackend']
+           'wait_until_dead', 'wait_dead_blocking', 'RayWorker', 'RayBackend']
 
 # %% ../../nbs/backends/ray.ipynb #daa3e6a4
-import asyncio, logging, os, pickle, select, socket, threading, time
+import asyncio, concurrent.futures, logging, os, pickle, select, socket, threading, time
 from collections import deque
 from typing import Any, Callable, Dict, List, Optional
 try: import ray
@@ -105,6 +105,10 @@ class ActorChannel:
         with self._out_cond:
             self.finished = True
             self._out_cond.notify_all()
+
+    held = ()  # replies held back to be written together: none here, the stream batches what waits for it by itself
+    def flush(self) -> None:
+        "Nothing to do: replies go to the stream as they are sent (a socket channel writes the replies it held here)."
 
     def close(self) -> None:
         "No more requests: a `recv` waiting for one raises EOFError."
@@ -211,29 +215,48 @@ def end_cause(
         return f"could not be placed: {cause.actor_unschedulable_context.error_message.strip()[:500]}"
     return f"ended{on} for a reason Ray did not record"
 
-# %% ../../nbs/backends/ray.ipynb #2fadb2e1
-def actor_record(
-    actor_id: str,  # The actor's id, in hex
-) -> Dict[str, Any]:  # Its GCS record: 'State', 'DeathCause', 'Address', 'Pid', ...; {} if the GCS does not know it
-    "The actor's record in Ray's control store (blocking: one request to the GCS)."
-    return ray._private.state.actors(actor_id)
+# %% ../../nbs/backends/ray.ipynb #76df72db
+from ray.core.generated.gcs_pb2 import ActorTableData
 
-def wait_until_dead(
+async def actor_record(
+    actor_id: str,  # The actor's id, in hex
+    timeout: float = 5.0,  # Seconds the GCS has to answer
+) -> Dict[str, Any]:  # 'State' (e.g. 'ALIVE', 'DEAD'), 'DeathCause', 'Address' ('NodeID', 'IPAddress'), 'Pid'; {} if the GCS does not know it
+    "The actor's record in Ray's control store (one request to the GCS; TimeoutError if it does not answer in time)."
+    gcs = ray._private.worker.global_worker.gcs_client
+    found = await gcs.async_get_all_actor_info(actor_id=ray.ActorID(bytes.fromhex(actor_id)), timeout=timeout)
+    data = next(iter(found.values()), None)
+    if data is None: return {}
+    return {'State': ActorTableData.ActorState.Name(data.state), 'DeathCause': data.death_cause, 'Pid': data.pid,
+            'Address': {'NodeID': data.address.node_id.hex(), 'IPAddress': data.address.ip_address}}
+
+async def wait_until_dead(
     actor_id: str,  # The actor's id, in hex
     timeout: Optional[float] = None,  # Most seconds to wait; None waits as long as it takes
 ) -> Optional[Dict[str, Any]]:  # Its record once DEAD; None if it was not dead within `timeout`
-    "Wait (blocking) until the GCS records the actor as DEAD."
-    deadline = None if timeout is None else time.monotonic() + timeout
+    "Wait until the GCS records the actor as DEAD."
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
     delay, failures = 0.002, 0
     while True:
-        try: record = actor_record(actor_id)
-        except Exception as e:  # the GCS did not answer (restarting, or cut off): ask again
+        try: record = await actor_record(actor_id)
+        except Exception as e:  # no answer in time (a GCS restarting, or out of reach): ask again
             record, failures = {}, failures + 1
-            if failures == 1 or failures % 100 == 0: logger.warning("cannot read worker %s's record from the GCS (%s); still asking", actor_id, e)
+            if failures == 1 or failures % 20 == 0: logger.warning("cannot read worker %s's record from the GCS (%r); still asking", actor_id, e)
         if record.get('State') == 'DEAD': return record
-        if deadline is not None and time.monotonic() >= deadline: return None
-        time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+        if deadline is not None and loop.time() >= deadline: return None
+        await asyncio.sleep(delay if deadline is None else max(0.0, min(delay, deadline - loop.time())))
         delay = min(delay * 2, 0.25)
+
+def wait_dead_blocking(
+    actor_ids: List[str],  # Actor ids, in hex
+    timeout: float,  # Most seconds to wait for each
+) -> List[Optional[Dict[str, Any]]]:  # Each one's record once DEAD, or None
+    "`wait_until_dead` for several actors at once, blocking (from plain code, or from an event loop that is blocked anyway)."
+    async def every(): return await asyncio.gather(*(wait_until_dead(a, timeout) for a in actor_ids))
+    if not actor_ids: return []
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='cjm-ray-end') as helper:
+        return helper.submit(asyncio.run, every()).result()
 
 # %% ../../nbs/backends/ray.ipynb #55798dbd
 def _open_pidfd(pid: Optional[int], hostname: Optional[str]) -> Optional[int]:
@@ -375,15 +398,24 @@ async def _confirm_end(self: RayWorker, error: Optional[BaseException], status: 
     aid, record = self.worker_id, None
     if isinstance(error, RayActorError):  # it died (or Ray cannot reach it): let Ray say so
         timeout = self.backend.unreachable_timeout if isinstance(error, ActorUnavailableError) else 5.0
-        record = await asyncio.to_thread(wait_until_dead, aid, timeout)
+        record = await wait_until_dead(aid, timeout)
         if record is None: logger.warning("worker %s: %s; Ray has not declared it dead within %ss: killing it", aid, error, timeout)
     elif error is not None: logger.error("the replies stream of worker %s failed: %r; killing it", aid, error)
     if record is None:
         self.kill()
-        record = await asyncio.to_thread(wait_until_dead, aid)
+        record = await wait_until_dead(aid)
     if self._pidfd is not None:  # on this machine: wait for the process itself to be gone
-        await asyncio.to_thread(_wait_fds, [self._pidfd], 10.0)
+        await _exited(self._pidfd, 10.0, aid)
     self._report(record, status)
+
+async def _exited(pidfd: int, timeout: float, worker_id: str) -> None:
+    "Wait on the event loop until the process behind `pidfd` has exited (it becomes readable then), or `timeout` passes."
+    loop = asyncio.get_running_loop()
+    gone = loop.create_future()
+    loop.add_reader(pidfd, lambda: gone.done() or gone.set_result(None))
+    try: await asyncio.wait_for(gone, timeout)
+    except asyncio.TimeoutError: logger.error("the process of worker %s is still running %ss after Ray recorded it dead", worker_id, timeout)
+    finally: loop.remove_reader(pidfd)
 
 def _report(self: RayWorker, record: Optional[Dict[str, Any]], status: Optional[int]) -> None:
     if self._reported: return
@@ -471,7 +503,7 @@ def _stop_all(self: RayBackend,
             try: w.task.cancel()
             except RuntimeError: pass  # its event loop has closed
         w.kill()
-    records = {w: wait_until_dead(w.worker_id, 30.0) for w in workers}
+    records = dict(zip(workers, wait_dead_blocking([w.worker_id for w in workers], 30.0)))
     left = _wait_fds([w._pidfd for w in workers if w._pidfd is not None], 10.0)
     if left: logger.error("%d worker processes still running 10 s after ray.kill", len(left))
     for w in workers:
