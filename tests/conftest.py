@@ -88,13 +88,17 @@ def ray_worker_processes() -> list:
 
 
 def live_worker_actors() -> list:
-    "Ids of the worker actors of this session that the GCS does not record as dead (asked with a deadline: a GCS may not answer)."
+    "Ids of the worker actors of this session that the GCS records in a state other than DEAD (asked with a deadline, three times)."
     import ray
-    from ray.core.generated.gcs_pb2 import ActorTableData
-    gcs, job = ray._private.worker.global_worker.gcs_client, ray.get_runtime_context().get_job_id()
-    async def ask(): return await gcs.async_get_all_actor_info(job_id=ray.JobID(bytes.fromhex(job)), timeout=10)
-    found = asyncio.run(ask())
-    return [a.hex() for a, d in found.items() if d.class_name.endswith('WorkerActor') and d.state != ActorTableData.DEAD]
+    gcs, job = ray._private.worker.global_worker.gcs_client, ray.JobID(bytes.fromhex(ray.get_runtime_context().get_job_id()))
+    async def ask(state): return await gcs.async_get_all_actor_info(job_id=job, actor_state_name=state, timeout=10)
+    for attempt in range(3):
+        try:
+            found = {a: d for state in ('DEPENDENCIES_UNREADY', 'PENDING_CREATION', 'ALIVE', 'RESTARTING')
+                     for a, d in asyncio.run(ask(state)).items()}
+            return [a.hex() for a, d in found.items() if d.class_name.endswith('WorkerActor')]
+        except ray.exceptions.RpcError:
+            if attempt == 2: raise
 
 
 def _ray_session_processes(before: set) -> set:
@@ -168,6 +172,19 @@ def backend(request):
 def run(coro, timeout: float = 120):
     "Run a coroutine to completion on a fresh event loop, with an overall time limit."
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def uses_ray(item) -> bool:
+    "Whether a collected test runs on the session's Ray cluster: a `[ray]` case of the engine tests, or a tests/test_ray_* test."
+    callspec = getattr(item, 'callspec', None)
+    return item.module.__name__.startswith('test_ray_') or (callspec is not None and callspec.params.get('backend') == 'ray')
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Every test that uses Ray runs after all the others (each group in its usual order). The cluster then starts once, late,
+    and no test forks this process (start_method='fork', a subprocess with preexec) while it holds a Ray connection: Ray's
+    gRPC channels are not safe across fork, and a test session that forked with the cluster up saw its GCS requests hang."""
+    items[:] = [i for i in items if not uses_ray(i)] + [i for i in items if uses_ray(i)]
 
 
 def pytest_configure(config):
