@@ -39,7 +39,9 @@ setuptools.setup(
     python_requires='>=' + min_python,
     install_requires=reqs('requirements'),
     extras_require={'web': web, 'docs': docs, 'bench': reqs('bench_requirements'), 'test': reqs('test_requirements'),
-                    'dev': reqs('dev_requirements') + reqs('test_requirements') + docs + reqs('bench_requirements')},
+                    'ray': reqs('ray_requirements'),
+                    'dev': reqs('dev_requirements') + reqs('test_requirements') + docs + reqs('bench_requirements')
+                           + reqs('ray_requirements')},
     entry_points={
         'console_scripts': cfg.get('console_scripts', '').split(),
         'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],

@@ -19,24 +19,61 @@ from cjm_fasthtml_workers.managers.base import JobManager
 from cjm_fasthtml_workers.demo.plugins import demo_plugins, noop, spin
 
 
+BACKENDS = ('process', 'ray')
+CURRENT = {'backend': 'process'}  # the script's --backend: make_manager's default
+
+
 def parse_args(description: str, **extra):
-    "Standard options: --quick (small sizes, one repeat: the CI smoke test) and --repeat."
+    "Standard options: --quick (small sizes, one repeat: the CI smoke test), --repeat and --backend (what hosts the manager's workers)."
     p = argparse.ArgumentParser(description=description)
     p.add_argument('--quick', action='store_true', help='small sizes and one repeat (CI smoke test; numbers are not meaningful)')
+    p.add_argument('--backend', choices=BACKENDS, default='process',
+                   help="what hosts the manager's workers: local processes (default) or Ray actors on a private Ray instance of this machine")
     p.add_argument('--repeat', type=int, default=None,
                    help='repeat each measurement this many times (default 3, 1 with --quick); each table title says whether it reports the median or the best')
     for name, kw in extra.items(): p.add_argument(name, **kw)
     a = p.parse_args()
     if a.repeat is None: a.repeat = 1 if a.quick else 3
+    CURRENT['backend'] = a.backend
     return a
 
 
 def make_manager(workers: int = 1, streaming: bool = False, entry_point=demo_plugins, event_broadcaster=None, job_store=None,
-                 **config) -> JobManager:
-    "A JobManager on the demo plugins (or another entry point), spawn start method."
+                 backend: str = None, **config) -> JobManager:
+    "A JobManager on the demo plugins (or another entry point): spawned worker processes, or Ray actors (`backend='ray'`)."
     cfg = WorkerConfig(max_workers=workers, start_method='spawn', **config)
     return JobManager('bench', 'bench', entry_point=entry_point, supports_streaming=streaming, worker_config=cfg,
-                      event_broadcaster=event_broadcaster, job_store=job_store)
+                      event_broadcaster=event_broadcaster, job_store=job_store, worker_backend=worker_backend(backend or CURRENT['backend']))
+
+
+def worker_backend(name: str):
+    "The manager's `worker_backend` for a --backend choice: None (its default, processes), or a RayBackend on `start_ray()`'s instance."
+    if name == 'process': return None
+    from cjm_fasthtml_workers.backends.ray import RayBackend
+    start_ray()
+    return RayBackend()
+
+
+_RAY_TMP: list = []  # the temporary folder of the Ray instance start_ray started
+
+
+def start_ray() -> None:
+    """A private Ray instance on this machine for the whole script (4 logical CPUs, a 200 MB object store, no dashboard, no
+    usage statistics), whose workers can import the bench plugins; the managers' RayBackends share it. `stop_ray()` ends it."""
+    import ray, tempfile
+    if ray.is_initialized(): return
+    os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
+    _RAY_TMP.append(tempfile.mkdtemp(prefix='cjm-ray-bench-', dir='/tmp'))  # its files, removed by stop_ray (short: socket paths)
+    ray.init(address='local', num_cpus=4, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False,
+             _temp_dir=_RAY_TMP[-1], runtime_env={'env_vars': {'PYTHONPATH': os.pathsep.join([HERE, ROOT])}})
+
+
+def stop_ray() -> None:
+    "End the Ray instance `start_ray` started, if any (by shutting down this driver: never `ray stop`)."
+    ray = sys.modules.get('ray')
+    if ray is not None and ray.is_initialized(): ray.shutdown()
+    import shutil
+    while _RAY_TMP: shutil.rmtree(_RAY_TMP.pop(), ignore_errors=True)
 
 
 def make_ppe(workers: int) -> ProcessPoolExecutor:
@@ -183,7 +220,8 @@ def table(title: str, header, rows) -> None:
 
 def emit(name: str, args, results: dict) -> None:
     "Print the one machine-readable line of a script: `JSON ` then a JSON object."
-    out = {'bench': name, 'quick': bool(args.quick), 'repeat': args.repeat, 'machine': machine(), 'results': results}
+    out = {'bench': name, 'quick': bool(args.quick), 'repeat': args.repeat, 'backend': getattr(args, 'backend', 'process'),
+           'machine': machine(), 'results': results}
     # Infinity and NaN are not JSON: a figure that came out empty must fail the script here, not reach results files
     print('JSON ' + json.dumps(out, sort_keys=True, allow_nan=False), flush=True)
 
@@ -210,7 +248,8 @@ def leftover_children() -> list:
 
 
 def check_no_leftovers() -> None:
-    "Fail loudly if a worker process outlived its manager or executor."
+    "End a Ray instance the script started, then fail loudly if a worker process outlived its manager or executor."
+    stop_ray()
     for _ in range(50):
         kids = leftover_children()
         if not kids: return

@@ -2,13 +2,14 @@
 
     python bench/run_all.py --quick                  # CI smoke test: ~20 s, numbers not meaningful
     python bench/run_all.py --out bench/results.json # full run (~5 min on 2 cores)
+    python bench/run_all.py --backend ray --out bench/results_ray.json   # the same with the workers as Ray actors
 
 Exits non-zero when a script fails (error, missing JSON line) or leaves a process behind; never on timings.
 """
 import argparse, json, os, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = ['throughput', 'latency', 'cancel', 'streaming', 'memory', 'scale', 'store', 'hotspots']
+SCRIPTS = ['throughput', 'latency', 'cancel', 'streaming', 'memory', 'scale', 'store', 'hotspots', 'backends']
 
 
 def main():
@@ -17,11 +18,12 @@ def main():
     p.add_argument('--repeat', type=int, default=None, help='passed on to every script')
     p.add_argument('--only', nargs='*', choices=SCRIPTS, help='run only these')
     p.add_argument('--out', help='write {script: its JSON object} to this file')
+    p.add_argument('--backend', choices=('process', 'ray'), default='process', help="passed on to every script: what hosts the manager's workers")
     a = p.parse_args()
     results, failed, t_all = {}, [], time.perf_counter()
     for name in a.only or SCRIPTS:
         cmd = [sys.executable, os.path.join(HERE, f'{name}.py')] + (['--quick'] if a.quick else []) + \
-              (['--repeat', str(a.repeat)] if a.repeat else [])
+              (['--repeat', str(a.repeat)] if a.repeat else []) + (['--backend', a.backend] if a.backend != 'process' else [])
         print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(HERE))

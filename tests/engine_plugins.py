@@ -21,8 +21,8 @@ def unpicklable_result(**_):
 
 
 def stubborn_sleep(seconds: float = 60, **_):
-    "Ignores SIGTERM, so only SIGKILL ends it."
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    "Ignores SIGTERM, so only SIGKILL ends it (a Ray actor runs jobs outside its main thread, where no signal handler can be set)."
+    if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, signal.SIG_IGN)
     time.sleep(seconds)
 
 

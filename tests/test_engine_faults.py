@@ -1,5 +1,5 @@
 """Crashes, timeouts, restart policies, random cancels under load, shutdown and Ctrl-C."""
-import asyncio, os, random, signal, subprocess, sys, textwrap, time
+import asyncio, os, random, re, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest
 from conftest import run, pid_alive
@@ -11,16 +11,16 @@ from cjm_fasthtml_workers.managers.base import JobManager, JobStatus, NoWorkersE
 TERMINAL = {'completed', 'failed', 'cancelled'}
 
 
-def manager(entry_point=plugins_for_tests, broadcaster=None, **config):
-    return JobManager('test', 'test', entry_point=entry_point, event_broadcaster=broadcaster, worker_config=WorkerConfig(**config))
+def manager(backend=None, entry_point=plugins_for_tests, broadcaster=None, **config):
+    "A manager on the tests' plugins, its workers hosted by `backend` (conftest's `backend` fixture), or by processes when None."
+    return JobManager('test', 'test', entry_point=entry_point, event_broadcaster=broadcaster, worker_config=WorkerConfig(**config),
+                      worker_backend=None if backend is None else backend.make())
 
 
-@pytest.mark.parametrize('how,cause', [('kill', 'killed by signal SIGKILL (exit code -9)'),
-                                       ('exit', 'exited with code 3'),
-                                       ('segfault', 'killed by signal SIGSEGV (exit code -11)')])
-def test_worker_death_mid_job_fails_only_that_job(how, cause):
+@pytest.mark.parametrize('how', ['kill', 'exit', 'segfault'])
+def test_worker_death_mid_job_fails_only_that_job(backend, how):
     async def main():
-        m = manager(max_workers=2)
+        m = manager(backend, max_workers=2)
         try:
             before = [await m.start_job('spin', ms=2) for _ in range(3)]
             dying = await m.start_job('crash', how=how, delay=0.05)
@@ -30,15 +30,15 @@ def test_worker_death_mid_job_fails_only_that_job(how, cause):
         finally: await m.shutdown()
     before, dying, after, workers = run(main())
     assert dying.status == JobStatus.FAILED
-    assert dying.error == f"the worker process (pid {dying.worker_pid}) {cause} while running the job"
+    assert re.fullmatch(rf"the worker process \(pid {dying.worker_pid}\) {backend.death_cause(how)} while running the job", dying.error), dying.error
     assert dying.error_info['type'] == 'WorkerDied'
     assert all(j.status == JobStatus.COMPLETED for j in before + after)
     assert sum(w['restarts'] for w in workers) == 1
 
 
-def test_job_timeout_fails_job_and_replaces_worker():
+def test_job_timeout_fails_job_and_replaces_worker(backend):
     async def main():
-        m = manager(max_workers=1, job_timeout=0.3)
+        m = manager(backend, max_workers=1, job_timeout=0.3)
         try:
             slow = await m.start_job('sleep', seconds=30)
             nxt = await m.start_job('echo', text='next')
@@ -52,20 +52,20 @@ def test_job_timeout_fails_job_and_replaces_worker():
     assert workers[0]['restarts'] == 1
 
 
-def test_per_job_timeout_overrides_config():
+def test_per_job_timeout_overrides_config(backend):
     class Timed(JobManager):
         def create_job(self, plugin_id, **kwargs):
             job = super().create_job(plugin_id, **kwargs); job.timeout = 0.2; return job
     async def main():
-        m = Timed('t', 't', entry_point=plugins_for_tests)
+        m = Timed('t', 't', entry_point=plugins_for_tests, worker_backend=backend.make())
         try: return await m.wait_for_job((await m.start_job('sleep', seconds=30)).id, 30)
         finally: await m.shutdown()
     assert "its 0.2s timeout" in run(main()).error
 
 
-def test_policy_never_fails_pending_jobs_when_no_worker_is_left():
+def test_policy_never_fails_pending_jobs_when_no_worker_is_left(backend):
     async def main():
-        m = manager(max_workers=1, restart_policy='never')
+        m = manager(backend, max_workers=1, restart_policy='never')
         try:
             crash = await m.start_job('crash', how='kill', delay=0.05)
             pending = [await m.start_job('echo') for _ in range(3)]
@@ -79,9 +79,9 @@ def test_policy_never_fails_pending_jobs_when_no_worker_is_left():
     assert workers[0]['state'] in ('retired', 'stopped')
 
 
-def test_policy_on_cancellation_replaces_cancelled_not_crashed():
+def test_policy_on_cancellation_replaces_cancelled_not_crashed(backend):
     async def main():
-        m = manager(max_workers=1, restart_policy='on_cancellation')
+        m = manager(backend, max_workers=1, restart_policy='on_cancellation')
         try:
             running = await m.start_job('sleep', seconds=30)
             await m.cancel_job(running.id)
@@ -95,10 +95,10 @@ def test_policy_on_cancellation_replaces_cancelled_not_crashed():
     assert crash.status == JobStatus.FAILED
 
 
-def test_policy_always_gives_up_after_max_restart_attempts_of_idle_crashes():
+def test_policy_always_gives_up_after_max_restart_attempts_of_idle_crashes(backend):
     async def main():
         rec = Recorder()
-        m = manager(entry_point=dies_when_idle, max_workers=1, restart_policy='always', max_restart_attempts=2, broadcaster=rec)
+        m = manager(backend, entry_point=dies_when_idle, max_workers=1, restart_policy='always', max_restart_attempts=2, broadcaster=rec)
         try:
             await m.start()
             await rec.until(lambda: [t for t, _ in rec.of('test:worker:')].count('test:worker:stopped') == 3)
@@ -112,9 +112,9 @@ def test_policy_always_gives_up_after_max_restart_attempts_of_idle_crashes():
     assert workers[0]['state'] == 'retired' and workers[0]['pid'] is None and workers[0]['crashes'] == 3
 
 
-def test_crashes_during_jobs_never_retire_the_pool():
+def test_crashes_during_jobs_never_retire_the_pool(backend):
     async def main():
-        m = manager(max_workers=2, restart_policy='always', max_restart_attempts=2)
+        m = manager(backend, max_workers=2, restart_policy='always', max_restart_attempts=2)
         try:
             crashes = [await m.start_job('crash', how='exit') for _ in range(20)]
             for c in crashes: await m.wait_for_job(c.id, 60)
@@ -122,14 +122,14 @@ def test_crashes_during_jobs_never_retire_the_pool():
             return crashes, after, m.get_workers()
         finally: await m.shutdown()
     crashes, after, workers = run(main(), timeout=240)
-    assert all(c.status == JobStatus.FAILED and 'exited with code 3' in c.error for c in crashes)
+    assert all(c.status == JobStatus.FAILED and re.search(backend.death_cause('exit'), c.error) for c in crashes)
     assert after.status == JobStatus.COMPLETED
     assert sum(w['crashes'] for w in workers) == 20 and all(w['state'] != 'retired' for w in workers)
 
 
-def test_successful_job_resets_crash_count():
+def test_successful_job_resets_crash_count(backend):
     async def main():
-        m = manager(max_workers=1, restart_policy='always', max_restart_attempts=1)
+        m = manager(backend, max_workers=1, restart_policy='always', max_restart_attempts=1)
         try:
             for _ in range(3):
                 await m.wait_for_job((await m.start_job('crash', how='exit')).id, 30)
@@ -140,10 +140,10 @@ def test_successful_job_resets_crash_count():
     assert run(main())[0]['restarts'] == 3
 
 
-def test_policy_backoff_waits_before_restarting():
+def test_policy_backoff_waits_before_restarting(backend):
     async def main():
         rec = Recorder()
-        m = manager(max_workers=1, restart_policy='backoff', restart_backoff_base=0.3, restart_backoff_max=0.6, broadcaster=rec)
+        m = manager(backend, max_workers=1, restart_policy='backoff', restart_backoff_base=0.3, restart_backoff_max=0.6, broadcaster=rec)
         try:
             for _ in range(2): await m.wait_for_job((await m.start_job('crash', how='exit')).id, 30)
             await m.wait_for_job((await m.start_job('echo')).id, 30)
@@ -156,9 +156,9 @@ def test_policy_backoff_waits_before_restarting():
     assert restarts[0] - stops[0] >= 0.3 and restarts[1] - stops[1] >= 0.6
 
 
-def test_entry_point_failure_is_reported_clearly():
+def test_entry_point_failure_is_reported_clearly(backend):
     async def main():
-        m = manager(entry_point=broken_entry_point, max_workers=1, restart_policy='always', max_restart_attempts=1)
+        m = manager(backend, entry_point=broken_entry_point, max_workers=1, restart_policy='always', max_restart_attempts=1)
         try:
             with pytest.raises(NoWorkersError, match="RuntimeError: cannot load the model weights"): await m.start_job('echo')
             return m.get_all_jobs()
@@ -166,10 +166,10 @@ def test_entry_point_failure_is_reported_clearly():
     assert run(main()) == []
 
 
-def test_500_jobs_random_cancels_each_end_exactly_once():
+def test_500_jobs_random_cancels_each_end_exactly_once(backend):
     rng = random.Random(1234)
     async def main():
-        m = manager(max_workers=2, start_method='fork')
+        m = manager(backend, max_workers=2, start_method='fork')
         try:
             jobs, cancelled_running = [], 0
             for i in range(500):
@@ -197,9 +197,9 @@ def test_500_jobs_random_cancels_each_end_exactly_once():
     assert all(j.status != JobStatus.FAILED or j.plugin_id == 'fail' for j in jobs), "only the failing plugin may fail"
 
 
-def test_shutdown_cancels_everything_and_kills_stubborn_workers():
+def test_shutdown_cancels_everything_and_kills_stubborn_workers(backend):
     async def main():
-        m = manager(max_workers=2, start_method='fork')
+        m = manager(backend, max_workers=2, start_method='fork')
         stubborn = await m.start_job('stubborn', seconds=60)
         running = await m.start_job('sleep', seconds=60)
         pending = [await m.start_job('echo') for _ in range(3)]
@@ -259,9 +259,9 @@ def test_other_start_methods_run_and_recover(method):
     assert crash.status == JobStatus.FAILED and ok.status == JobStatus.COMPLETED and ok.result['text'] == method
 
 
-def test_standby_worker_replaces_a_stopped_worker_at_once():
+def test_standby_worker_replaces_a_stopped_worker_at_once(backend):
     async def main():
-        m = manager(max_workers=1, standby_workers=1)
+        m = manager(backend, max_workers=1, standby_workers=1)
         try:
             await m.start()
             workers = m.get_workers()

@@ -10,18 +10,19 @@ from cjm_fasthtml_workers.managers.base import (JobManager, JobStatus, UnknownPl
 TERMINAL = {'completed', 'failed', 'cancelled'}
 
 
-def manager(**config):
+def manager(backend, **config):
+    "A manager on the tests' plugins, its workers hosted by `backend` (conftest's `backend` fixture: processes, then Ray actors)."
     streaming = config.pop('streaming', False)
     return JobManager('test', 'test', entry_point=plugins_for_tests, supports_streaming=streaming,
-                      worker_config=WorkerConfig(**config))
+                      worker_config=WorkerConfig(**config), worker_backend=backend.make())
 
 
 def statuses(job): return [s for s, _ in job.transitions]
 
 
-def test_every_lifecycle_path():
+def test_every_lifecycle_path(backend):
     async def main():
-        m = manager(max_workers=1)
+        m = manager(backend, max_workers=1)
         try:
             done = await m.wait_for_job((await m.start_job('echo', text='x')).id, 30)
             failed = await m.wait_for_job((await m.start_job('fail')).id, 30)
@@ -47,9 +48,9 @@ def test_every_lifecycle_path():
     assert pending.started_at is None and pending.worker_pid is None
 
 
-def test_priority_order_and_fifo_within_priority():
+def test_priority_order_and_fifo_within_priority(backend):
     async def main():
-        m = manager(max_workers=1)
+        m = manager(backend, max_workers=1)
         try:
             blocker = await m.start_job('sleep', seconds=60)
             jobs = [await m.start_job('echo', priority=p, text=str(i)) for i, p in enumerate([0, 5, 0, 5, 1])]
@@ -61,9 +62,9 @@ def test_priority_order_and_fifo_within_priority():
     assert [j.result['text'] for j in order] == ['1', '3', '4', '0', '2']
 
 
-def test_streaming_chunks_arrive_while_running_and_in_order():
+def test_streaming_chunks_arrive_while_running_and_in_order(backend):
     async def main():
-        m = manager(streaming=True)
+        m = manager(backend, streaming=True)
         try:
             job = await m.start_job('stream-words', text=' '.join(f'w{i}' for i in range(30)), delay=0.005)
             seen, status_at_first = [], None
@@ -81,9 +82,9 @@ def test_streaming_chunks_arrive_while_running_and_in_order():
     assert job.progress == 1.0
 
 
-def test_refused_requests_create_no_job():
+def test_refused_requests_create_no_job(backend):
     async def main():
-        m = manager(max_workers=1, max_queue_size=2)
+        m = manager(backend, max_workers=1, max_queue_size=2)
         try:
             errors = {}
             for name, call in {
@@ -111,9 +112,9 @@ def test_refused_requests_create_no_job():
     assert held == 3
 
 
-def test_unpicklable_result_fails_the_job_not_the_worker():
+def test_unpicklable_result_fails_the_job_not_the_worker(backend):
     async def main():
-        m = manager()
+        m = manager(backend)
         try:
             bad = await m.wait_for_job((await m.start_job('unpicklable')).id, 30)
             good = await m.wait_for_job((await m.start_job('echo', text='ok')).id, 30)
@@ -124,9 +125,9 @@ def test_unpicklable_result_fails_the_job_not_the_worker():
     assert good.status == JobStatus.COMPLETED and good.worker_pid == bad.worker_pid
 
 
-def test_history_retention_keeps_memory_bounded():
+def test_history_retention_keeps_memory_bounded(backend):
     async def main():
-        m = manager(max_workers=2, max_history=10)
+        m = manager(backend, max_workers=2, max_history=10)
         try:
             jobs = [await m.start_job('noop') for _ in range(60)]
             for j in jobs: await m.wait_for_job(j.id, 30) if m.get_job(j.id) else None
@@ -141,9 +142,9 @@ def test_history_retention_keeps_memory_bounded():
     assert m.get_job_result(latest[-1].id) == {'status': 'success', 'data': None}
 
 
-def test_history_max_age_and_clear_completed():
+def test_history_max_age_and_clear_completed(backend):
     async def main():
-        m = manager(history_max_age=0.0)
+        m = manager(backend, history_max_age=0.0)
         try:
             job = await m.wait_for_job((await m.start_job('noop')).id, 30)
             return m, job
@@ -151,7 +152,7 @@ def test_history_max_age_and_clear_completed():
     m, job = run(main())
     assert m.get_job(job.id) is None
     async def second():
-        m = manager()
+        m = manager(backend)
         try:
             for _ in range(3): await m.wait_for_job((await m.start_job('noop')).id, 30)
             return m.clear_completed_jobs(), len(m.get_all_jobs())
@@ -159,9 +160,9 @@ def test_history_max_age_and_clear_completed():
     assert run(second()) == (3, 0)
 
 
-def test_wait_for_job_timeout_and_unknown_job():
+def test_wait_for_job_timeout_and_unknown_job(backend):
     async def main():
-        m = manager()
+        m = manager(backend)
         try:
             job = await m.start_job('sleep', seconds=60)
             with pytest.raises(TimeoutError, match="did not finish within 0.05s"): await m.wait_for_job(job.id, 0.05)
@@ -173,9 +174,9 @@ def test_wait_for_job_timeout_and_unknown_job():
     assert job.status == JobStatus.CANCELLED and job.error == 'the job manager shut down'
 
 
-def test_reload_and_unload_plugin_with_new_config():
+def test_reload_and_unload_plugin_with_new_config(backend):
     async def main():
-        m = manager(max_workers=1)
+        m = manager(backend, max_workers=1)
         try:
             first = await m.wait_for_job((await m.start_job('config-echo')).id, 30)
             reloaded = await m.reload_plugin('config-echo', {'model': 'large'})
@@ -195,7 +196,7 @@ def test_reload_and_unload_plugin_with_new_config():
     assert first['pid'] == second['pid'] == third['pid']
 
 
-def test_custom_subclass_contract():
+def test_custom_subclass_contract(backend):
     class TranscriptionJob(BaseJob):
         pass
     class TranscriptionManager(JobManager):
@@ -204,35 +205,35 @@ def test_custom_subclass_contract():
         def prepare_execute_request(self, job): return {'text': job.params['audio'].upper()}
         def extract_job_result(self, job, result_data): return result_data['text'] + '!'
     async def main():
-        m = TranscriptionManager('transcription', 'test', entry_point=plugins_for_tests)
+        m = TranscriptionManager('transcription', 'test', entry_point=plugins_for_tests, worker_backend=backend.make())
         try: return await m.wait_for_job((await m.start_job('echo', audio='hello')).id, 30)
         finally: await m.shutdown()
     job = run(main())
     assert isinstance(job, TranscriptionJob) and job.result == 'HELLO!' and job.metadata == {'source': 'upload'}
 
 
-def test_extract_job_result_error_fails_job_cleanly():
+def test_extract_job_result_error_fails_job_cleanly(backend):
     class Picky(JobManager):
         def extract_job_result(self, job, result_data): raise ValueError("unexpected shape")
     async def main():
-        m = Picky('t', 't', entry_point=plugins_for_tests)
+        m = Picky('t', 't', entry_point=plugins_for_tests, worker_backend=backend.make())
         try: return await m.wait_for_job((await m.start_job('echo')).id, 30)
         finally: await m.shutdown()
     job = run(main())
     assert job.status == JobStatus.FAILED and job.error == "extract_job_result failed: ValueError: unexpected shape"
 
 
-def test_job_to_dict_is_json_serialisable():
+def test_job_to_dict_is_json_serialisable(backend):
     async def main():
-        m = manager()
+        m = manager(backend)
         try: return await m.wait_for_job((await m.start_job('echo')).id, 30)
         finally: await m.shutdown()
     d = run(main()).to_dict()
     assert json.loads(json.dumps(d))['status'] == 'completed'
 
 
-def test_manager_refuses_use_after_shutdown_and_from_another_loop():
-    m = manager()
+def test_manager_refuses_use_after_shutdown_and_from_another_loop(backend):
+    m = manager(backend)
     async def first():
         await m.start()
     async def other_loop():
@@ -248,9 +249,9 @@ def test_manager_refuses_use_after_shutdown_and_from_another_loop():
     run(after())
 
 
-def test_wait_for_job_accepts_a_job_that_retention_already_forgot():
+def test_wait_for_job_accepts_a_job_that_retention_already_forgot(backend):
     async def main():
-        m = manager(max_workers=1, max_history=5)
+        m = manager(backend, max_workers=1, max_history=5)
         try:
             jobs = [await m.start_job('noop') for _ in range(50)]
             await m.wait_for_job(jobs[-1], 30)  # one worker: every earlier job has finished, most are forgotten

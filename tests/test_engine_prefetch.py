@@ -1,13 +1,14 @@
 """Short jobs sent ahead to busy workers: still pending until started, dropped when cancelled, requeued when the worker goes."""
-import asyncio, os, signal
+import asyncio, os, re, signal
 from conftest import run
 from engine_plugins import plugins_for_tests
 from cjm_fasthtml_workers.core.config import WorkerConfig
 from cjm_fasthtml_workers.managers.base import JobManager, JobStatus
 
 
-def manager(**config):
-    return JobManager('test', 'test', entry_point=plugins_for_tests, worker_config=WorkerConfig(**config))
+def manager(backend, **config):
+    "A manager on the tests' plugins, its workers hosted by `backend` (conftest's `backend` fixture: processes, then Ray actors)."
+    return JobManager('test', 'test', entry_point=plugins_for_tests, worker_config=WorkerConfig(**config), worker_backend=backend.make())
 
 
 async def train(m, plugin, n=5, **params):
@@ -24,9 +25,9 @@ async def busy_with_jobs_ahead(m, tmp_path, n=4):
     return head, ahead
 
 
-def test_jobs_sent_ahead_are_pending_and_run_in_order(tmp_path):
+def test_jobs_sent_ahead_are_pending_and_run_in_order(backend, tmp_path):
     async def main():
-        m = manager(max_workers=1, prefetch=8)
+        m = manager(backend, max_workers=1, prefetch=8)
         try:
             head, ahead = await busy_with_jobs_ahead(m, tmp_path)
             sent = m.get_workers()[0]['sent_ahead']
@@ -44,9 +45,9 @@ def test_jobs_sent_ahead_are_pending_and_run_in_order(tmp_path):
     assert all(j.worker_pid == head.worker_pid for j in ahead)
 
 
-def test_cancelled_job_sent_ahead_never_runs(tmp_path):
+def test_cancelled_job_sent_ahead_never_runs(backend, tmp_path):
     async def main():
-        m = manager(max_workers=1, prefetch=8)
+        m = manager(backend, max_workers=1, prefetch=8)
         try:
             head, ahead = await busy_with_jobs_ahead(m, tmp_path)
             assert m.get_workers()[0]['sent_ahead'] == 4
@@ -62,9 +63,9 @@ def test_cancelled_job_sent_ahead_never_runs(tmp_path):
     assert after.status == JobStatus.COMPLETED and stats['pending'] == 0 and stats['running'] == 0
 
 
-def test_jobs_sent_ahead_are_requeued_when_the_worker_dies(tmp_path):
+def test_jobs_sent_ahead_are_requeued_when_the_worker_dies(backend, tmp_path):
     async def main():
-        m = manager(max_workers=1, prefetch=8)
+        m = manager(backend, max_workers=1, prefetch=8)
         try:
             head, ahead = await busy_with_jobs_ahead(m, tmp_path)
             assert m.get_workers()[0]['sent_ahead'] == 4
@@ -73,15 +74,15 @@ def test_jobs_sent_ahead_are_requeued_when_the_worker_dies(tmp_path):
             return head, ahead
         finally: await m.shutdown()
     head, ahead = run(main())
-    assert head.status == JobStatus.FAILED and 'SIGKILL' in head.error
+    assert head.status == JobStatus.FAILED and re.search(backend.death_cause('kill'), head.error), head.error
     assert all(j.status == JobStatus.COMPLETED and j.worker_pid != head.worker_pid for j in ahead)
     starts = [j.started_at for j in ahead]
     assert starts == sorted(starts)
 
 
-def test_jobs_sent_ahead_are_requeued_when_the_running_job_is_cancelled(tmp_path):
+def test_jobs_sent_ahead_are_requeued_when_the_running_job_is_cancelled(backend, tmp_path):
     async def main():
-        m = manager(max_workers=1, prefetch=8)
+        m = manager(backend, max_workers=1, prefetch=8)
         try:
             head, ahead = await busy_with_jobs_ahead(m, tmp_path)
             await m.cancel_job(head.id)
@@ -93,9 +94,9 @@ def test_jobs_sent_ahead_are_requeued_when_the_running_job_is_cancelled(tmp_path
     assert all(j.status == JobStatus.COMPLETED and j.worker_pid != head.worker_pid for j in ahead)
 
 
-def test_long_jobs_are_not_sent_ahead(tmp_path):
+def test_long_jobs_are_not_sent_ahead(backend, tmp_path):
     async def main():
-        m = manager(max_workers=1, prefetch=8, prefetch_max_runtime=0.01)
+        m = manager(backend, max_workers=1, prefetch=8, prefetch_max_runtime=0.01)
         try:
             await train(m, 'sleep', n=2, seconds=0.05)
             head = await m.start_job('sleep', seconds=0.5)
@@ -108,9 +109,9 @@ def test_long_jobs_are_not_sent_ahead(tmp_path):
     assert run(main()) == 0
 
 
-def test_prefetch_zero_turns_it_off(tmp_path):
+def test_prefetch_zero_turns_it_off(backend, tmp_path):
     async def main():
-        m = manager(max_workers=1, prefetch=0)
+        m = manager(backend, max_workers=1, prefetch=0)
         try:
             head, ahead = await busy_with_jobs_ahead(m, tmp_path)
             sent = m.get_workers()[0]['sent_ahead']
