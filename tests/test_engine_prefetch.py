@@ -119,3 +119,22 @@ def test_prefetch_zero_turns_it_off(backend, tmp_path):
             return sent
         finally: await m.shutdown()
     assert run(main()) == 0
+
+
+def test_a_backend_with_a_longer_round_trip_gets_jobs_sent_deeper(tmp_path):
+    "A backend's `send_ahead_factor` (RayBackend's: an actor's round trip is longer) multiplies how many short jobs wait at a busy worker."
+    from cjm_fasthtml_workers.core.backend import ProcessBackend
+
+    class SlowRoundTrip(ProcessBackend): send_ahead_factor = 3
+
+    async def sent_ahead_with(backend):
+        m = JobManager('test', 'test', entry_point=plugins_for_tests, worker_config=WorkerConfig(max_workers=1, prefetch=2, prefetch_max_runtime=0.01),
+                       worker_backend=backend)
+        try:
+            head, ahead = await busy_with_jobs_ahead(m, tmp_path, n=8)
+            sent = m.get_workers()[0]['sent_ahead']
+            for j in [head] + ahead: await m.wait_for_job(j.id, 30)
+            return sent, all(j.status == JobStatus.COMPLETED for j in ahead)
+        finally: await m.shutdown()
+    assert run(sent_ahead_with(ProcessBackend('spawn'))) == (2, True)
+    assert run(sent_ahead_with(SlowRoundTrip('spawn'))) == (6, True)

@@ -14,7 +14,7 @@ try: import ray
 except ImportError as e:  # the core package never imports this module; only an app that asks for Ray does
     raise ImportError("cjm_fasthtml_workers.backends.ray needs Ray: pip install 'cjm-fasthtml-workers[ray]'") from e
 from ray.exceptions import RayActorError, ActorUnavailableError
-from ..core.protocol import FrameDecoder, encode_message, ErrorReply, error_info
+from ..core.protocol import FrameDecoder, encode_message, ErrorReply, error_info, CancelRequest
 from ..core.worker import serve
 
 # %% ../../nbs/backends/ray.ipynb #09c684f3
@@ -29,6 +29,7 @@ class ActorChannel:
         self.inbox: deque = deque()  # whole messages received and not yet taken (only the worker's threads touch it)
         self.closed = False  # no more requests will come
         self.finished = False  # the worker has stopped sending
+        self.cancels = 0  # CancelRequests in `inbox`: the worker loop checks this before looking through it
         self._arrived: deque = deque()  # delivered in order, not yet moved into `inbox`
         self._cond = threading.Condition()
         self._next, self._early = 0, {}  # the next delivery expected; deliveries that came before their turn
@@ -55,7 +56,10 @@ class ActorChannel:
 
     def _move(self) -> None:
         arrived, inbox = self._arrived, self.inbox
-        while arrived: inbox.append(arrived.popleft())
+        while arrived:
+            msg = arrived.popleft()
+            if type(msg) is CancelRequest: self.cancels += 1
+            inbox.append(msg)
 
     def recv(self) -> Any:
         "Receive one request, blocking; EOFError once the channel is closed and nothing is left."
@@ -64,7 +68,9 @@ class ActorChannel:
                 if self._arrived: self._move()
                 elif self.closed: raise EOFError("the manager closed the connection")
                 else: self._cond.wait()
-        return self.inbox.popleft()
+        msg = self.inbox.popleft()
+        if type(msg) is CancelRequest: self.cancels -= 1
+        return msg
 
     def read_available(self) -> None:
         "Move every request delivered so far into `inbox`, without blocking."
@@ -107,6 +113,12 @@ class ActorChannel:
             self._out_cond.notify_all()
 
     held = ()  # replies held back to be written together: none here, the stream batches what waits for it by itself
+    def hold(self,
+             msg: Any,  # A reply the worker loop would send with the next one
+            ) -> None:
+        "Queue a reply at once, as `send` does: whatever waits for the stream goes out in one batch anyway."
+        self.send(msg)
+
     def flush(self) -> None:
         "Nothing to do: replies go to the stream as they are sent (a socket channel writes the replies it held here)."
 
@@ -436,7 +448,7 @@ _started: Dict[str, int] = {'users': 0}  # backends using a Ray connection one o
 
 class RayBackend:
     "Hosts each worker as a Ray actor, on this machine or on any node of a Ray cluster that has the resources it asks for."
-    send_ahead_factor = 8  # A request's round trip is ~10x a local process's: how much deeper send-ahead should go to keep an actor busy
+    send_ahead_factor = 4  # A request's round trip is ~10x a local process's: the manager sends this many times `prefetch` short jobs ahead to an actor
     STREAM_AHEAD = 64  # Items of a worker's stream that may wait for the manager to read them
     def __init__(self,
                  address: Optional[str] = None,  # A cluster to join ('auto', 'host:6379'); None: this process's Ray, else a private one here

@@ -293,8 +293,10 @@ class BaseJobManager(ABC, Generic[JobType]):
         self._gated: Optional[List[tuple]] = None  # with a durable store: (handle, request) held until the jobs' `sent` marks are written
         self._marked: set = set()  # ids of pending jobs whose `sent` mark the store has written: they go to a worker at once
         self._marking: set = set()  # ids whose mark is being written
-        # Requests wait for the store's commit, so a worker needs more work in hand to stay busy meanwhile
-        self._ahead_cap = self.config.prefetch * (2 if self._store is not None else 1)  # deeper with a store: a request may wait for its sent mark
+        # A worker needs more work in hand to stay busy while a request waits for the store's commit, or travels a longer round trip
+        factor = getattr(self.backend, 'send_ahead_factor', 1)  # a backend whose round trip is longer (a Ray actor's) says how much longer
+        self._ahead_cap = self.config.prefetch * (2 if self._store is not None else 1) * factor  # deeper with a store: a request may wait for its sent mark
+        self._ahead_budget = self.config.prefetch_max_runtime * factor  # seconds of work that may wait at a worker
         self._retry_timers: Dict[str, Any] = {}
         if self._store is not None:
             self._store.extra_fields = _extra_fields
@@ -895,10 +897,10 @@ def _can_take_ahead(self: BaseJobManager, slot: _Slot, now: float) -> bool:
 
 @patch
 def _ahead_depth(self: BaseJobManager, runtime: float) -> int:
-    "How many jobs of about `runtime` seconds each may wait at a busy worker: `prefetch` at most, and about `prefetch_max_runtime` seconds of work."
-    cap = self._ahead_cap
-    if runtime * cap <= self.config.prefetch_max_runtime: return cap
-    return max(1, int(self.config.prefetch_max_runtime / runtime))
+    "How many jobs of about `runtime` seconds each may wait at a busy worker: `prefetch` at most, and about `prefetch_max_runtime` seconds of work (both times the backend's `send_ahead_factor`, if it has one)."
+    cap, budget = self._ahead_cap, self._ahead_budget
+    if runtime * cap <= budget: return cap
+    return max(1, int(budget / runtime))
 
 # %% ../../nbs/managers/base.ipynb #352d8363
 @patch
