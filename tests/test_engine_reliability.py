@@ -140,7 +140,17 @@ def test_killing_the_app_leaves_no_process(tmp_path, method, sig):
         if app.poll() is None: os.killpg(app.pid, signal.SIGKILL); app.wait()
         app.stdout.close()
     left = lambda: [p for p in family if pid_alive(p)]
-    assert wait_until(lambda: not left(), 5), f"{signal.Signals(sig).name} of a {method} app left {left()} alive"
+    assert wait_until(lambda: not left(), 5), f"{signal.Signals(sig).name} of a {method} app left alive: {[describe(p) for p in left()]}"
+
+
+def describe(pid: int) -> str:
+    "What a process is, for a failure message: its command line, state, parent and process group."
+    try:
+        cmdline = Path(f'/proc/{pid}/cmdline').read_bytes().replace(b'\0', b' ').decode(errors='replace').strip()
+        stat = Path(f'/proc/{pid}/stat').read_text()
+    except OSError: return f"{pid} (gone)"
+    state, ppid, pgrp = stat[stat.rindex(')') + 2:].split()[:3]
+    return f"{pid} {cmdline[:120]!r} state {state} parent {ppid} group {pgrp}"
 
 
 # 5. Short jobs sent ahead behind a job that runs long are taken back for an idle worker, and run once.
