@@ -14,11 +14,11 @@ from typing import Any, Awaitable, Callable, Dict, Optional
 logger = logging.getLogger(__name__)
 
 # %% ../../nbs/core/events.ipynb #e1a0c007
-_STATE, _PROGRESS, _CHUNK = 0, 1, 2
+_PROGRESS, _CHUNK = 1, 2  # the kinds of events that are merged
 _EVENT_BYTES = 256  # what an event without output is counted as
 
 class _Entry:
-    "One queued event; mutable so a burst can be merged into it while it waits."
+    "A queued progress or chunk event; mutable so a burst can be merged into it while it waits (a state event is queued as a plain `(type, data)` tuple)."
     __slots__ = ('type', 'data', 'kind', 'key', 'size')
     def __init__(self, event_type, data, kind, key, size):
         self.type, self.data, self.kind, self.key, self.size = event_type, data, kind, key, size
@@ -57,7 +57,7 @@ def _emit(self: EventPump,
     "Queue a state event: never merged, dropped only when nothing else can go."
     if self._final: return
     queue = self.queue  # (`_push`, inlined: a job's every change of state comes here)
-    queue.append(_Entry(event_type, data, _STATE, None, _EVENT_BYTES))
+    queue.append((event_type, data))  # (a tuple, not an _Entry: state events are most events, and never change once queued)
     self.bytes += _EVENT_BYTES
     if len(queue) > self.max_events or self.bytes > self.max_bytes: self._trim()
     wakeup = self._wakeup
@@ -111,7 +111,7 @@ def _trim(self: EventPump) -> None:
         kept = deque()
         for entry in self.queue:
             over = len(self.queue) - (self.dropped - before) > self.max_events or self.bytes > self.max_bytes
-            if over and entry.kind != _STATE: self._forget(entry); self.dropped += 1
+            if over and type(entry) is not tuple: self._forget(entry); self.dropped += 1
             else: kept.append(entry)
         self.queue = kept
     while self.queue and (len(self.queue) > self.max_events or self.bytes > self.max_bytes):
@@ -119,7 +119,8 @@ def _trim(self: EventPump) -> None:
     if before == 0 or self.dropped // 1000 != before // 1000:
         logger.warning("event broadcaster is not keeping up: %d events dropped so far", self.dropped)
 
-def _forget(self: EventPump, entry: _Entry) -> None:
+def _forget(self: EventPump, entry) -> None:
+    if type(entry) is tuple: self.bytes -= _EVENT_BYTES; return  # a state event
     self.bytes -= entry.size
     if entry.key is not None and self._waiting.get(entry.key) is entry: del self._waiting[entry.key]
 
@@ -129,16 +130,17 @@ async def _run(self: EventPump) -> None:
     while True:
         while self.queue:
             entry = self.queue.popleft()
-            self._forget(entry)
+            if type(entry) is tuple: event_type, data = entry; self.bytes -= _EVENT_BYTES
+            else: event_type, data = entry.type, entry.data; self._forget(entry)
             self._calls += 1; self._call_started = loop.time()
             if self._watchdog is None: self._watchdog = loop.call_at(self._call_started + self.timeout, self._watch, task)
-            try: await self.broadcast(entry.type, entry.data)
+            try: await self.broadcast(event_type, data)
             except asyncio.CancelledError:
                 if self._timed_out != self._calls: raise  # a cancel from outside (close), not the watchdog's
                 self._timed_out = None
                 if hasattr(task, 'uncancel'): task.uncancel()
-                logger.warning("event broadcaster took over %ss for %s; skipped", self.timeout, entry.type)
-            except Exception as e: logger.error("event broadcaster failed on %s: %s: %s", entry.type, type(e).__name__, e)
+                logger.warning("event broadcaster took over %ss for %s; skipped", self.timeout, event_type)
+            except Exception as e: logger.error("event broadcaster failed on %s: %s: %s", event_type, type(e).__name__, e)
             else: self.delivered += 1
             finally: self._call_started = None
         if self._final: return

@@ -434,7 +434,7 @@ def _emit(self: BaseJobManager, event_type: str, data: Dict[str, Any]) -> None:
 @patch
 def _job_event(self: BaseJobManager, job: BaseJob, **extra) -> None:
     if self._events is not None:
-        self._events.emit(self._event_names[job.status], {'job_id': job.id, 'status': job.status.value, 'plugin_id': job.plugin_id,
+        self._events.emit(self._event_names[job.status], {'job_id': job.id, 'status': _STATUS_NAMES[job.status], 'plugin_id': job.plugin_id,
                                                           'worker_pid': job.worker_pid, 'timestamp': job.transitions[-1][1].isoformat(),
                                                           'worker_type': self.worker_type, 'owner': job.owner, **extra})
 
