@@ -18,13 +18,12 @@ Run: python bench/backends.py [--quick] [--repeat N]     Prints tables and one l
 import asyncio, importlib.util, statistics, time
 from datetime import datetime, timezone
 from cjm_fasthtml_workers.core.config import WorkerConfig
-from _common import parse_args, make_manager, table, emit, summary_ms, check_no_leftovers, target_line, start_ray
+from _common import parse_args, make_manager, table, emit, summary_ms, check_no_leftovers, target_line, start_ray, BACKENDS
 from bench_plugins import bench_entry
 from throughput import manager_run
 from streaming import consume
 from cancel import all_idle
 
-BACKENDS = ('process', 'ray')
 DEFAULT_PREFETCH = WorkerConfig().prefetch
 TARGETS = {'jobs_per_s': 5000, 'latency_p50_ms': 1.5, 'chunk_p95_ms': 5.0}
 

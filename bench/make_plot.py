@@ -8,7 +8,7 @@ import json, sys
 def bars(groups, title, unit, width=760, height=300, note=''):
     "A grouped bar chart: groups = [(label, [(series, value, colour), ...]), ...]."
     top = max(v for _, series in groups for _, v, _ in series) * 1.15
-    left, bottom, plot_h = 60, 40, height - 90
+    left, plot_h = 60, height - 90
     slot = (width - left - 20) / len(groups)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
            f'<rect width="{width}" height="{height}" fill="white"/>',

@@ -13,7 +13,7 @@ from 10,000 to 100,000 jobs.
 Run: python bench/store.py [--quick] [--repeat N]     (--quick: 500 jobs; long run 1,000 -> 5,000)
 Prints tables and one line `JSON {...}`.
 """
-import asyncio, os, statistics, tempfile, time
+import asyncio, statistics, tempfile, time
 from pathlib import Path
 from _common import parse_args, make_manager, table, emit, rss_kb, check_no_leftovers, target_line
 from cjm_fasthtml_workers.core.store import SQLiteJobStore

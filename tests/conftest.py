@@ -1,6 +1,6 @@
 """Shared fixtures: every test must leave no child process behind (nor, on Ray, any worker actor); the backends the
 engine tests run on; the session's private Ray cluster."""
-import asyncio, multiprocessing, os, re, shutil, sys, tempfile, time
+import asyncio, multiprocessing, os, re, shutil, signal, sys, tempfile, time
 from pathlib import Path
 import pytest
 
@@ -50,6 +50,14 @@ def wait_until(condition, timeout: float = 10.0, interval: float = 0.02) -> bool
         if time.monotonic() > deadline: return condition()
         time.sleep(interval)
     return True
+
+
+def kill_left(pids) -> None:
+    "SIGKILL whichever of `pids` still run (after a failed check that they had ended), so a failing test leaves no process either."
+    for pid in pids:
+        if pid_alive(pid):
+            try: os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError: pass
 
 
 def pid_alive(pid: int) -> bool:

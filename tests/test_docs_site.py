@@ -95,7 +95,6 @@ def test_no_made_up_class_signatures(page):
         assert e['sig'] is not None, f"{page}: {name} has no signature block"
         text = ' '.join(e['sig'].split())
         assert not re.search(r'\(\s*\*args,\s*\*\*kw(ds|args),?\s*\)', text), f"{page}: {name}: {text}"
-        assert '*args' not in name and '**kw' not in name
 
 
 def test_worker_config_fields_are_described():
@@ -117,8 +116,8 @@ def test_enum_members_are_listed(page, name):
     assert issubclass(cls, enum.Enum)
     e = entries(page)[name]
     assert e['sig'].strip().startswith(f'class {name}('), e['sig']
-    rows = {r[0]: r for r in e['table'][1:]}
     assert e['table'], f"{name} has no table of members"
+    rows = {r[0]: r for r in e['table'][1:]}
     for member in cls:
         assert member.name in rows, f"{name}.{member.name} is not listed: {e['table']}"
         assert rows[member.name][1] == repr(member.value)

@@ -4,7 +4,7 @@ import pytest
 from conftest import run
 from engine_plugins import plugins_for_tests
 from cjm_fasthtml_workers.core.config import WorkerConfig
-from cjm_fasthtml_workers.managers.base import (JobManager, JobStatus, UnknownPluginError, QueueFullError,
+from cjm_fasthtml_workers.managers.base import (JobManager, JobStatus, QueueFullError,
                                                 ManagerClosedError, BaseJob)
 
 TERMINAL = {'completed', 'failed', 'cancelled'}

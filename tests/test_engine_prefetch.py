@@ -1,5 +1,5 @@
 """Short jobs sent ahead to busy workers: still pending until started, dropped when cancelled, requeued when the worker goes."""
-import asyncio, os, re, signal
+import os, re, signal
 from conftest import run
 from engine_plugins import plugins_for_tests
 from cjm_fasthtml_workers.core.config import WorkerConfig

@@ -1,14 +1,14 @@
 """The edges that used to hang or leak: shutdown while workers start, a plugin's own children, forkserver orphans,
 short jobs behind a long one, stale worker records, what finished jobs keep, and recycling workers."""
-import asyncio, contextlib, os, signal, subprocess, sys, textwrap, threading, time
+import asyncio, contextlib, os, signal, subprocess, sys, threading, time
 from pathlib import Path
 import pytest
-from conftest import run, pid_alive, descendants, wait_until
+from conftest import run, pid_alive, descendants, wait_until, kill_left
 from recorders import Recorder, ResourceLog
-from engine_plugins import reliability_plugins, plugins_for_tests
+from engine_plugins import reliability_plugins
 from cjm_fasthtml_workers.core.config import WorkerConfig
 from cjm_fasthtml_workers.managers import base
-from cjm_fasthtml_workers.managers.base import JobManager, JobStatus, ManagerClosedError, NoWorkersError
+from cjm_fasthtml_workers.managers.base import JobManager, JobStatus, ManagerClosedError
 
 HERE = Path(__file__).parent
 
@@ -140,7 +140,8 @@ def test_killing_the_app_leaves_no_process(tmp_path, method, sig):
         if app.poll() is None: os.killpg(app.pid, signal.SIGKILL); app.wait()
         app.stdout.close()
     left = lambda: [p for p in family if pid_alive(p)]
-    assert wait_until(lambda: not left(), 5), f"{signal.Signals(sig).name} of a {method} app left alive: {[describe(p) for p in left()]}"
+    try: assert wait_until(lambda: not left(), 5), f"{signal.Signals(sig).name} of a {method} app left alive: {[describe(p) for p in left()]}"
+    finally: kill_left(family)
 
 
 def describe(pid: int) -> str:

@@ -4,12 +4,11 @@ dies without shutting down. The engine's own tests run on Ray too (conftest's `b
 import asyncio, os, re, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import pytest
-from conftest import run, wait_until, pid_alive, ray_worker_processes
+from conftest import run, wait_until, pid_alive
 from recorders import Recorder
 from engine_plugins import plugins_for_tests
 
 ray = pytest.importorskip('ray')
-from cjm_fasthtml_workers.backends import ray as ray_backend
 from cjm_fasthtml_workers.backends.ray import RayBackend, RayWorker
 from cjm_fasthtml_workers.core.config import WorkerConfig
 from cjm_fasthtml_workers.managers.base import JobManager, JobStatus, NoWorkersError

@@ -1,7 +1,6 @@
 """The web side without a browser: the package imports without fasthtml, and the SSE stream works over a real server."""
 import os, subprocess, sys, textwrap
 from pathlib import Path
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
