@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from fastcore.basics import patch
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Protocol, runtime_checkable
+from typing import Any, ClassVar, Dict, Iterator, List, NamedTuple, Optional, Protocol, runtime_checkable
 
 # %% ../../nbs/core/protocol.ipynb #3d3ed595
 class ExecuteRequest(NamedTuple):
@@ -293,35 +293,32 @@ class WorkerResponseType(Enum):
     ERROR = 'error'  # The worker itself failed
 
 # %% ../../nbs/core/protocol.ipynb #0d5a0003
-@dataclass
-class WorkerRequest:
-    "A request to a 0.0.5 worker: its type and the rest of its dict."
-    type: WorkerRequestType  # What is asked
-    data: Dict[str, Any]  # The request's other keys
+class _QueueDict:
+    "What a 0.0.5 request and response share: a `type` (a member of `kinds`) and the rest of the queue dict, `data`."
+    kinds: ClassVar[type]  # The enum of the message's types
 
     def to_dict(self) -> Dict[str, Any]:
         "The dict that goes on the queue: the type's value under 'type', then the data."
         return {'type': self.type.value, **self.data}
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> 'WorkerRequest':
-        "The request a queue dict holds."
-        return cls(WorkerRequestType(d['type']), {k: v for k, v in d.items() if k != 'type'})
+    def from_dict(cls, d: Dict[str, Any]):
+        "The message a queue dict holds."
+        return cls(cls.kinds(d['type']), {k: v for k, v in d.items() if k != 'type'})
 
 @dataclass
-class WorkerResponse:
+class WorkerRequest(_QueueDict):
+    "A request to a 0.0.5 worker: its type and the rest of its dict."
+    kinds: ClassVar[type] = WorkerRequestType
+    type: WorkerRequestType  # What is asked
+    data: Dict[str, Any]  # The request's other keys
+
+@dataclass
+class WorkerResponse(_QueueDict):
     "A response from a 0.0.5 worker: its type and the rest of its dict."
+    kinds: ClassVar[type] = WorkerResponseType
     type: WorkerResponseType  # What it answers
     data: Dict[str, Any]  # The response's other keys
-
-    def to_dict(self) -> Dict[str, Any]:
-        "The dict that goes on the queue."
-        return {'type': self.type.value, **self.data}
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> 'WorkerResponse':
-        "The response a queue dict holds."
-        return cls(WorkerResponseType(d['type']), {k: v for k, v in d.items() if k != 'type'})
 
 # %% ../../nbs/core/protocol.ipynb #0d5a0006
 @dataclass
