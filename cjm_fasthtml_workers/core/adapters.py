@@ -9,7 +9,7 @@ __all__ = ['Plugin', 'PluginSet', 'default_result_adapter', 'NamedPlugins', 'cre
 # %% ../../nbs/core/adapters.ipynb #4574bba4
 import dataclasses, inspect
 from fastcore.basics import patch
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 from .protocol import PluginManagerAdapter
 
 # %% ../../nbs/core/adapters.ipynb #a0198dfe

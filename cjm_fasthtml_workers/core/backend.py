@@ -155,11 +155,16 @@ def _deliver(self: ProcessWorker, msg: Any) -> None:
     try: self.on_message(self, msg)
     except Exception: logger.exception("handling %s from worker %s failed", type(msg).__name__, self.pid)
 
-def _process_gone(self: ProcessWorker) -> None:
-    self.loop.remove_reader(self.watched_fd)
+def _unwatch(self: ProcessWorker) -> None:
+    "Stop watching the process's exit, and kill what is left of its group (its pid is still held, so the group id is still ours)."
+    try: self.loop.remove_reader(self.watched_fd)
+    except (RuntimeError, ValueError): pass  # the loop has closed
     if self.watched_fd != self.process.sentinel: os.close(self.watched_fd)
     self.watched_fd = None
-    signal_group(self.pid, signal.SIGKILL)  # the worker's leftovers; its pid is still held, so the group id is still ours
+    signal_group(self.pid, signal.SIGKILL)  # the worker's leftovers
+
+def _process_gone(self: ProcessWorker) -> None:
+    _unwatch(self)
     _reap(self, 0)
 
 def _reap(self: ProcessWorker, attempt: int) -> None:
@@ -190,12 +195,7 @@ def _report_exit(self: ProcessWorker) -> None:
 def _reap_now(self: ProcessWorker) -> None:
     "Blocking: the process has ended (or been killed); reap it and report its end now, with or without a running event loop."
     if self._reported: return
-    if self.watched_fd is not None:
-        try: self.loop.remove_reader(self.watched_fd)
-        except (RuntimeError, ValueError): pass  # the loop has closed
-        if self.watched_fd != self.process.sentinel: os.close(self.watched_fd)
-        self.watched_fd = None
-        signal_group(self.pid, signal.SIGKILL)
+    if self.watched_fd is not None: _unwatch(self)
     try: self.process.join(5)
     except (ValueError, AssertionError): pass
     self.exitcode, self._reaped, self._eof = (self.process.exitcode if self.process._popen else None), True, True

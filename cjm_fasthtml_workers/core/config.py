@@ -7,7 +7,7 @@ __all__ = ['START_METHODS', 'RestartPolicy', 'WorkerConfig', 'restart_delay']
 
 # %% ../../nbs/core/config.ipynb #026f540b
 import multiprocessing
-from dataclasses import dataclass, fields, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Optional, List
 

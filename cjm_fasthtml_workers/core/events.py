@@ -19,9 +19,9 @@ _EVENT_BYTES = 256  # what an event without output is counted as
 
 class _Entry:
     "A queued progress or chunk event; mutable so a burst can be merged into it while it waits (a state event is queued as a plain `(type, data)` tuple)."
-    __slots__ = ('type', 'data', 'kind', 'key', 'size')
-    def __init__(self, event_type, data, kind, key, size):
-        self.type, self.data, self.kind, self.key, self.size = event_type, data, kind, key, size
+    __slots__ = ('type', 'data', 'key', 'size')
+    def __init__(self, event_type, data, key, size):  # key: (kind, job id)
+        self.type, self.data, self.key, self.size = event_type, data, key, size
 
 # %% ../../nbs/core/events.ipynb #e1a0c008
 class EventPump:
@@ -70,7 +70,7 @@ def _progress(self: EventPump, event_type: str, data: Dict[str, Any], job_id: st
     if waiting is not None:
         waiting.data = data; self.merged += 1
         return
-    entry = _Entry(event_type, data, _PROGRESS, (_PROGRESS, job_id), _EVENT_BYTES)
+    entry = _Entry(event_type, data, (_PROGRESS, job_id), _EVENT_BYTES)
     self._waiting[entry.key] = entry
     self._push(entry)
 
@@ -84,7 +84,7 @@ def _chunk(self: EventPump, event_type: str, data: Dict[str, Any], job_id: str) 
         waiting.size += len(text); self.bytes += len(text); self.merged += 1
         return self._trim()
     data.setdefault('last_seq', data.get('seq'))
-    entry = _Entry(event_type, data, _CHUNK, (_CHUNK, job_id), _EVENT_BYTES + (len(text) if isinstance(text, (str, bytes)) else 0))
+    entry = _Entry(event_type, data, (_CHUNK, job_id), _EVENT_BYTES + (len(text) if isinstance(text, (str, bytes)) else 0))
     self._waiting[entry.key] = entry
     self._push(entry)
 
@@ -122,7 +122,7 @@ def _trim(self: EventPump) -> None:
 def _forget(self: EventPump, entry) -> None:
     if type(entry) is tuple: self.bytes -= _EVENT_BYTES; return  # a state event
     self.bytes -= entry.size
-    if entry.key is not None and self._waiting.get(entry.key) is entry: del self._waiting[entry.key]
+    if self._waiting.get(entry.key) is entry: del self._waiting[entry.key]
 
 async def _run(self: EventPump) -> None:
     "Deliver queued events one at a time, in order, until closed."

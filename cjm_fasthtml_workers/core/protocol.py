@@ -10,7 +10,7 @@ __all__ = ['REQUESTS', 'REPLIES', 'MAX_FRAME', 'ExecuteRequest', 'CancelRequest'
            'WorkerStreamChunk', 'WorkerResult']
 
 # %% ../../nbs/core/protocol.ipynb #5f5521bd
-import pickle, struct, threading
+import pickle, select, struct, threading
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
@@ -197,7 +197,6 @@ class BlockingChannel:
 
     def poll(self, timeout: float = 0.0) -> bool:
         "Whether a message (or end of stream) is waiting to be read."
-        import select
         return bool(self.inbox) or self.closed or bool(select.select([self.sock], [], [], timeout)[0])
 
     def close(self): self.sock.close()
@@ -221,7 +220,6 @@ def flush(self: BlockingChannel):
 @patch
 def read_available(self: BlockingChannel) -> None:
     "Move every message that has already arrived into `inbox`, without blocking."
-    import select
     while not self.closed and select.select([self.sock], [], [], 0)[0]: self._read()
 
 # %% ../../nbs/core/protocol.ipynb #09441828

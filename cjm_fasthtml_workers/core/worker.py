@@ -7,7 +7,7 @@ __all__ = ['logger', 'report_progress', 'WorkerLoop', 'PermanentError', 'takes_q
            'run_worker']
 
 # %% ../../nbs/core/worker.ipynb #31d1060a
-import inspect, logging, os, pickle, queue, select, signal, sys, threading, time
+import inspect, logging, os, pickle, queue, select, signal, threading, time
 from typing import Any, Callable, Dict, List, Optional
 from .protocol import (
     BlockingChannel, ExecuteRequest, CancelRequest, ReloadRequest, UnloadRequest, StateRequest, StopRequest,

@@ -7,7 +7,7 @@ __all__ = ['DEMO_PLUGINS', 'DEMO_DEFAULTS', 'DEMO_PRESETS', 'PluginMeta', 'DemoP
            'create_app', 'default_db_path', 'open_demo_store', 'demo_hosts', 'serve', 'main']
 
 # %% ../../nbs/demo/app.ipynb #594d299b
-import argparse, asyncio, ipaddress, logging, os, secrets, socket, sys, threading
+import argparse, asyncio, ipaddress, os, secrets, socket, sys, threading
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence

@@ -8,7 +8,7 @@ __all__ = ['logger', 'TERMINAL_STATUSES', 'JobType', 'PARAMS_KEPT_BYTES', 'MANAG
            'JobManager', 'summarize_params']
 
 # %% ../../nbs/managers/base.ipynb #7c5a4c60
-import asyncio, functools, heapq, importlib, itertools, logging, pickle, queue, secrets, select, sys, threading, time
+import asyncio, functools, heapq, importlib, itertools, logging, pickle, queue, secrets, sys, threading
 from multiprocessing import util as mp_util
 from abc import ABC, abstractmethod
 from collections import deque
@@ -25,7 +25,7 @@ from ..core.protocol import (
     ReadyReply, ResultReply, ChunkReply, ProgressReply, StateReply, StatsReply, ErrorReply, join_chunks)
 from ..core.backend import ProcessBackend, describe_exit
 from ..core.events import EventPump
-from ..core.store import JobStore, MemoryJobStore, StoreError
+from ..core.store import JobStore, MemoryJobStore
 from ..extensions.protocols import (
     PluginRegistryProtocol, ResourceManagerProtocol, EventBroadcasterProtocol, check_protocol)
 
@@ -185,7 +185,6 @@ class _Slot:
         self.state = 'new'  # new, placing, starting, idle, busy, standby, stopping, restarting, retired, stopped
         self.job: Optional[BaseJob] = None
         self.req_id = 0
-        self.config: Optional[Dict[str, Any]] = None  # the configuration the current job was sent with
         self.restarts = 0  # workers started in this slot after its first
         self.crashes = 0  # workers of this slot that crashed
         self.stops = 0  # workers of this slot the manager stopped: cancel, timeout, recycling
@@ -781,7 +780,7 @@ def _on_chunk(self: BaseJobManager, slot: _Slot, msg: ChunkReply) -> None:
     if job.id in self._chunk_waiters: self._wake_streams(job)
     if self._events is not None:
         chunk = msg.chunk if isinstance(msg.chunk, (str, int, float, bool, type(None))) else repr(msg.chunk)
-        self._events.chunk(self._event_names['chunk'], {'job_id': job.id, 'status': job.status.value, 'seq': msg.seq, 'chunk': chunk,
+        self._events.chunk(self._event_names['chunk'], {'job_id': job.id, 'status': 'running', 'seq': msg.seq, 'chunk': chunk,
                                                         'worker_type': self.worker_type, 'owner': job.owner}, job.id)
 
 @patch
@@ -790,7 +789,7 @@ def _on_progress(self: BaseJobManager, slot: _Slot, msg: ProgressReply) -> None:
     if job is None or job.status is not JobStatus.RUNNING: return
     job.progress, job.progress_message = msg.progress, msg.message
     if self._events is not None:
-        self._events.progress(self._event_names['progress'], {'job_id': job.id, 'status': job.status.value, 'progress': msg.progress,
+        self._events.progress(self._event_names['progress'], {'job_id': job.id, 'status': 'running', 'progress': msg.progress,
                                                               'message': msg.message, 'worker_type': self.worker_type, 'owner': job.owner}, job.id)
 
 # %% ../../nbs/managers/base.ipynb #958c0954
@@ -817,15 +816,15 @@ def _dispatch(self: BaseJobManager) -> None:
         job = heapq.heappop(queue)[2]
         if job.status is not JobStatus.PENDING: continue
         slot = idle.popleft()
-        req_id, _, config = self._send_job(slot, job)
-        self._begin(slot, job, req_id, config)
+        req_id, work = self._send_job(slot, job)
+        self._begin(slot, job, req_id, work[1])
     if queue:
         if self.config.prefetch: self._send_ahead()
     elif idle and self._sent_ahead: self._reclaim()
 
 @patch
-def _send_job(self: BaseJobManager, slot: _Slot, job: BaseJob) -> Tuple[int, bytes, Dict[str, Any]]:
-    "Send a job's ExecuteRequest to a worker; returns its request id, payload and configuration."
+def _send_job(self: BaseJobManager, slot: _Slot, job: BaseJob) -> Tuple[int, tuple]:
+    "Send a job's ExecuteRequest to a worker; returns its request id and its work (pickled parameters, configuration, worker key)."
     payload, config, key = work = self._payloads.pop(job.id)
     req_id = next(self._req_ids)
     stream = self.supports_streaming and self._plugins.get(key, {}).get('streaming', True)
@@ -834,13 +833,13 @@ def _send_job(self: BaseJobManager, slot: _Slot, job: BaseJob) -> Tuple[int, byt
     except ConnectionError: pass  # the worker just died: its exit fails or requeues this job
     if job.max_retries: self._kept[job.id] = work  # to send it again if it fails
     if len(payload) > PARAMS_KEPT_BYTES: job.params = summarize_params(job.params)
-    return req_id, work, config
+    return req_id, work
 
 # %% ../../nbs/managers/base.ipynb #8388910b
 @patch
 def _begin(self: BaseJobManager, slot: _Slot, job: BaseJob, req_id: int, config: Dict[str, Any]) -> None:
     "The worker starts this job now: it is running."
-    slot.state, slot.job, slot.req_id, slot.config, slot.started = 'busy', job, req_id, config, self._loop.time()
+    slot.state, slot.job, slot.req_id, slot.started = 'busy', job, req_id, self._loop.time()
     job.worker_pid = slot.pid
     self._transition(job, JobStatus.RUNNING)
     timeout = job.timeout if job.timeout is not None else self.config.job_timeout
@@ -861,7 +860,7 @@ def _advance(self: BaseJobManager, slot: _Slot) -> None:
         sent = slot.ahead.popleft()
         job = sent.job
         if sent.asked_back:  # whether the worker runs it is in its answer, still to come: hold it until then
-            slot.job, slot.req_id, slot.config, slot.held = job, sent.req_id, sent.config, sent
+            slot.job, slot.req_id, slot.held = job, sent.req_id, sent
             return
         self._sent_ahead.pop(job.id, None)
         return self._begin(slot, job, sent.req_id, sent.config)
@@ -916,7 +915,7 @@ def _send_ahead(self: BaseJobManager) -> None:
         if not self._is_short(job.plugin_id): return  # never skip over a job in the queue
         slot = min(open_slots, key=lambda s: len(s.ahead))
         entry = heapq.heappop(queue)
-        req_id, work, _ = self._send_job(slot, job)
+        req_id, work = self._send_job(slot, job)
         slot.ahead.append(_Sent(entry, req_id, work))
         self._sent_ahead[job.id] = slot
         if not self._can_take_ahead(slot, now): open_slots.remove(slot)

@@ -12,19 +12,20 @@ __all__ = ['logger', 'JS_PACKAGES', 'CDN_URLS', 'FILTERS', 'TABS', 'DASHBOARD_JS
            'register', 'close']
 
 # %% ../../nbs/web/dashboard.ipynb #dc96eafd
-import asyncio, json, os, re, shutil, socket, subprocess, tarfile, tempfile, logging
+import asyncio, json, os, re, shutil, subprocess, tarfile, tempfile, logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, urlencode
 
 from fasthtml.common import (A, Article, B, Body, Button, Code, Details, Div, Form, H1, H2, Head, Header, Html, I, Input, Label, Li, Link,
-                             Main, Meta, Nav, Option, P, Pre, Progress, Script, Section, Select, Small, Span, Summary, Table, Tbody, Td,
-                             Textarea, Th, Thead, Time, Title, Tr, Ul, to_xml)
+                             Main, Meta, Nav, Option, P, Pre, Progress, Script, Section, Select, Small, Span, Summary, Textarea, Time,
+                             Title, Ul, to_xml)
+from ..core.backend import _HOST
 from ..managers.base import (BaseJob, BaseJobManager, JobStatus, ManagerClosedError, NoWorkersError, QueueFullError,
-                                                TERMINAL_STATUSES, UnknownPluginError)
+                                                UnknownPluginError)
 from .sse import (EVERYONE, LOCAL_HOSTS, SECURITY_HEADERS, Access, SSEBroadcaster, SSEEvent, format_sse,
-                                          add_route, page_headers, session_owner, sse_response, utf16_len)
+                                          _plain, add_route, page_headers, session_owner, sse_response, utf16_len)
 
 # %% ../../nbs/web/dashboard.ipynb #450be466
 logger = logging.getLogger(__name__)
@@ -341,14 +342,13 @@ def workers_panel(manager: BaseJobManager,  # The manager
                   prefix: str = '/jobs',  # Where the routes are mounted
                  ) -> Any:
     "The worker pool, one row per slot, with a banner when it is not healthy; its id is `workers`."
-    host = socket.gethostname()
     rows = []
     for w in manager.get_workers():
         job = manager.get_job(w['job_id']) if w['job_id'] else None
         if job is None: current = ''
         elif may_see(viewer, job): current = Span(A(job.id[:8], href=f"{prefix}/job/{job.id}", title=job.id, cls='job-id'), f" {w['plugin_id']}", cls='w-job')
         else: current = Span("another owner's job", cls='w-job muted')
-        pid = Span(f"pid {w['pid']}", Small(f" @{w.get('host') or host}"), cls='w-pid') if w['pid'] else Span('no process', cls='w-pid muted')
+        pid = Span(f"pid {w['pid']}", Small(f" @{_HOST}"), cls='w-pid') if w['pid'] else Span('no process', cls='w-pid muted')
         facts = [Span('up ', Span('', data_since=w['since'])) if w.get('since') else None, Span(f"{w['jobs_run']} jobs run"), Span(_mb(w['rss'])),
                  Span(f"{w['restarts']} restarts" + (f" ({w['crashes']} crashed, {w['stops']} stopped)" if w['restarts'] else ''), cls='w-restarts')]
         rows.append(Li(Div(Span(f"#{w['slot']}" + (' spare' if w.get('standby') else ''), cls='w-slot'), status_badge(w['state']), pid, current, cls='w-line'),
@@ -415,22 +415,27 @@ class DashboardView:
 
     def fragments(self, event: SSEEvent) -> List[str]:
         "HTML fragments that bring this tab up to date for `event`."
+        frags, due = self._changes(event)
+        return frags + self._summaries(due)
+
+    def _changes(self, event: SSEEvent) -> Tuple[List[str], set]:
+        "The fragments of `event` itself, and which summaries it makes due: 'tabs' (the status tabs' counts), 'pool' (the workers)."
         d, m = self.dash, self.dash.manager
-        if event.type == 'reset': return self.full_state()
-        if event.type == 'dashboard:refresh':
-            return [] if self.job_id or event.data.get('worker_type') != m.worker_type else self._pool()
+        if event.type == 'reset': return self.full_state(), set()
+        pool = set() if self.job_id else {'pool'}
+        if event.type == 'dashboard:refresh': return [], (pool if event.data.get('worker_type') == m.worker_type else set())
         wt = m.worker_type + ':'
-        if not event.type.startswith(wt): return []  # another manager's event, or the app's own
+        if not event.type.startswith(wt): return [], set()  # another manager's event, or the app's own
         kind = event.type[len(wt):]
-        if kind.startswith('worker:'): return [] if self.job_id else self._pool()
+        if kind.startswith('worker:'): return [], pool
         job = m.get_job(event.job_id) if event.job_id else None
-        if job is None or not may_see(self.viewer, job): return []
+        if job is None or not may_see(self.viewer, job): return [], set()
         if kind == 'chunk':
             text, at = event.data.get('chunk'), event.data.get('at')
-            if not isinstance(text, str) or at is None: return []
-            return [to_xml(Pre(text, data_append=f"out-{job.id}", data_at=str(at)), indent=False)]
+            if not isinstance(text, str) or at is None: return [], set()
+            return [to_xml(Pre(text, data_append=f"out-{job.id}", data_at=str(at)), indent=False)], set()
         if kind == 'progress':  # a whole percent at a time: the bar and its label show no finer
-            return [] if job.is_terminal else self._once(progress_update(job), f"prog-{job.id}")
+            return ([] if job.is_terminal else self._once(progress_update(job), f"prog-{job.id}")), set()
         out = []
         if kind == 'created':
             wanted = FILTERS[self.status]
@@ -439,10 +444,14 @@ class DashboardView:
         else:
             out += self.status_fragments(job)
             if job.is_terminal: self.sent.pop(f"prog-{job.id}", None)
-        if self.job_id is None:
-            out += self._once(status_tabs(m, self.viewer, self.status, d.prefix))
-            if kind != 'created': out += self._pool()
-        return out
+        if self.job_id is not None: return out, set()
+        return out, ({'tabs'} if kind == 'created' else {'tabs', 'pool'})
+
+    def _summaries(self, due: set) -> List[str]:
+        "The status tabs and the workers panel, where `due` and changed: rendered once for a whole batch of events."
+        d = self.dash
+        out = self._once(status_tabs(d.manager, self.viewer, self.status, d.prefix)) if 'tabs' in due else []
+        return out + (self._pool() if 'pool' in due else [])
 
     def status_fragments(self, job: BaseJob) -> List[str]:
         "The parts of a card that change with its status (never the controls of a job still running)."
@@ -473,7 +482,11 @@ class DashboardView:
 
     def encode_batch(self, events: List[SSEEvent]) -> str:
         "Events that go out together as one SSE message (`reset` when one of them is), with the id of the last; '' when nothing changes."
-        frags = [f for ev in events for f in self.fragments(ev)]
+        frags, due = [], set()
+        for ev in events:  # (the manager does not change meanwhile: the summaries are made once, after every event's own parts)
+            own, wants = self._changes(ev)
+            frags += own; due |= wants
+        frags += self._summaries(due)
         if not frags: return ''
         name = 'reset' if any(ev.type == 'reset' for ev in events) else 'update'
         return format_sse(''.join(frags), event=name, id=events[-1].event_id)
@@ -950,22 +963,20 @@ def register(self: JobDashboard, app) -> 'JobDashboard':
             return Response((self.js_dir / name).read_bytes(), media_type='text/javascript', headers=dict(SECURITY_HEADERS, **{'Cache-Control': 'max-age=3600'}))
         return serve
 
-    def guarded(name, handler, changes=False):
+    def guarded(handler, changes):
         async def route(request):
             problem = acc.refusal(request, changes)
-            if problem: return PlainTextResponse(problem[1], status_code=problem[0], headers=SECURITY_HEADERS)
+            if problem: return _plain(*problem)
             try: return await handler(request)
-            except Refusal as e: return PlainTextResponse(e.message, status_code=e.status, headers=dict(SECURITY_HEADERS, **e.headers))
+            except Refusal as e: return _plain(e.status, e.message, e.headers)
         return route
-    files = [(f"{p}/static/{n}", n, static(n), ['GET'], False) for n in ('dashboard.js', 'dashboard.css', 'favicon.svg', *JS_PACKAGES)]
-    for path, name, fn, methods, changes in [
-            (p or '/', 'page', dashboard, ['GET'], False), (f"{p}/stream", 'stream', stream, ['GET'], False),
-            (f"{p}/start", 'start', start, ['POST'], True), (f"{p}/list", 'list', job_list_page, ['GET'], False),
-            (f"{p}/workers", 'workers', workers, ['GET'], False), (f"{p}/params", 'params', params, ['GET'], False), *files,
-            (f"{p}/job/{{job_id}}", 'job', job_page_route, ['GET'], False),
-            (f"{p}/job/{{job_id}}/card", 'card', card, ['GET'], False), (f"{p}/job/{{job_id}}/output", 'output', output, ['GET'], False),
-            (f"{p}/job/{{job_id}}/cancel", 'cancel', cancel, ['POST'], True)]:
-        add_route(app, path, guarded(name, fn, changes), methods)
+    files = [(f"{p}/static/{n}", static(n), ['GET']) for n in ('dashboard.js', 'dashboard.css', 'favicon.svg', *JS_PACKAGES)]
+    for path, fn, methods in [
+            (p or '/', dashboard, ['GET']), (f"{p}/stream", stream, ['GET']), (f"{p}/start", start, ['POST']),
+            (f"{p}/list", job_list_page, ['GET']), (f"{p}/workers", workers, ['GET']), (f"{p}/params", params, ['GET']), *files,
+            (f"{p}/job/{{job_id}}", job_page_route, ['GET']), (f"{p}/job/{{job_id}}/card", card, ['GET']),
+            (f"{p}/job/{{job_id}}/output", output, ['GET']), (f"{p}/job/{{job_id}}/cancel", cancel, ['POST'])]:
+        add_route(app, path, guarded(fn, changes='POST' in methods), methods)  # a POST changes something: it is checked for CSRF
     return self
 
 JobDashboard.register = register

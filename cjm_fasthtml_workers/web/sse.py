@@ -8,7 +8,7 @@ __all__ = ['logger', 'EVERYONE', 'LOCAL_HOSTS', 'SECURITY_HEADERS', 'format_sse'
            'page_headers', 'sse_response', 'add_route', 'sse_route']
 
 # %% ../../nbs/web/sse.ipynb #0f31c831
-import asyncio, ipaddress, itertools, json, logging, re, secrets, threading, time
+import asyncio, itertools, json, logging, re, secrets, threading, time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
